@@ -1,0 +1,142 @@
+"""End-to-end CPU benchmark of the colorize pipeline (results go in docs/benchmarks.md).
+
+    python bench/bench_pipeline.py [--pages 64] [--size 1200x1700] [--out /tmp/chromaflow-bench]
+
+Measures, on an OpenMoji demo chapter (line-art manga pages, `chromaflow.demo`):
+  1. the `colorize-chapter` flow (Prefect API already up, local Ray cluster started by the
+     flow): wall time, pages/s, and the per-stage work from the stats files;
+  2. the same stages as plain functions with the same parallelism, no Prefect and no Ray
+     (a thread pool for lines/retrieval, a process pool that builds the colorizer once per
+     process for colorize/upscale): the orchestration overhead is flow minus plain;
+  3. re-running the finished job: wall time and the number of recomputed (shard, stage) pairs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import multiprocessing
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+def stage_seconds(job_root: Path) -> dict[str, float]:
+    from chromaflow.storage.job import STAGES
+
+    totals = {}
+    for stage in STAGES:
+        totals[stage] = sum(json.loads(p.read_text())["seconds"] for p in (job_root / stage).glob("*.stats.json"))
+    return totals
+
+
+_runner = None
+
+
+def _init_worker(config_json: dict) -> None:
+    global _runner
+    from chromaflow.config import Config
+    from chromaflow.ray_pool import ModelStageRunner
+
+    _runner = ModelStageRunner(Config.model_validate(config_json))
+
+
+def _run_on_worker(stage: str, root: str, shard: int) -> dict:
+    from chromaflow.storage.job import JobDir
+
+    return _runner.run(stage, JobDir.open(root), shard).to_dict()
+
+
+def plain_pipeline(chapter: Path, refs: Path, out: Path, overrides: list[str]) -> float:
+    """The same DAG without Prefect or Ray."""
+    from chromaflow.config import load_config
+    from chromaflow.flows.colorize import prepare_job
+    from chromaflow.models.stages import run_lines_shard
+    from chromaflow.retrieval.stage import run_retrieval_shard
+    from chromaflow.retrieval.store import ReferenceStore
+    from chromaflow.storage.export import export_job
+    from chromaflow.storage.ingest import ingest
+    from chromaflow.storage.manifest import write_manifest
+    from chromaflow.storage.report import write_report
+
+    start = time.perf_counter()
+    config = load_config(overrides=overrides)
+    job = prepare_job(str(chapter), str(refs), str(out), config, "chapter")
+    cfg = config.model_dump(mode="json")
+    # spawn, not fork: this process already runs Prefect's threads and Ray's client.
+    spawn = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(config.ray.num_actors, mp_context=spawn, initializer=_init_worker,
+                                                initargs=(cfg,)) as actors:
+        summary = ingest(chapter, job, config)
+        info = job.read_info()
+        info.update(num_shards=summary.num_shards, num_items=summary.num_items)
+        job.write_info(info)
+        ReferenceStore.build(refs, job.references, config)
+        shards = range(summary.num_shards)
+        with concurrent.futures.ThreadPoolExecutor(config.prefect.max_parallel_tasks) as threads:
+            list(threads.map(lambda k: run_lines_shard(job, k, config), shards))
+            list(threads.map(lambda k: run_retrieval_shard(job, k, config), shards))
+        for stage in ("color", "final"):
+            list(actors.map(_run_on_worker, [stage] * len(shards), [str(job.root)] * len(shards), shards))
+    exported = export_job(job)
+    write_report(job, write_manifest(job), exported["pages"], [])
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--pages", type=int, default=64)
+    parser.add_argument("--size", default="1200x1700")
+    parser.add_argument("--shard-size", type=int, default=16)
+    parser.add_argument("--out", type=Path, default=Path("/tmp/chromaflow-bench"))
+    args = parser.parse_args()
+    width, height = (int(v) for v in args.size.split("x"))
+
+    from prefect import flow
+
+    from chromaflow.demo import build_demo
+    from chromaflow.flows.colorize import colorize_chapter
+
+    if args.out.exists():
+        shutil.rmtree(args.out)
+    chapter, refs = build_demo(args.out / "data", num_pages=args.pages, page_size=(width, height))
+    overrides = [f"job.shard_size={args.shard_size}"]
+
+    @flow(name="bench-warmup")
+    def warmup() -> int:
+        return 1
+
+    warmup()  # bring up the Prefect API (the temporary server when PREFECT_API_URL is unset)
+
+    t0 = time.perf_counter()
+    first = colorize_chapter(source=str(chapter), refs=str(refs), out=str(args.out / "flow"), overrides=overrides)
+    t_flow = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    again = colorize_chapter(source=str(chapter), refs=str(refs), out=str(args.out / "flow"), overrides=overrides)
+    t_rerun = time.perf_counter() - t0
+    t_plain = plain_pipeline(chapter, refs, args.out / "plain", overrides)
+
+    work = stage_seconds(args.out / "flow")
+    overhead = t_flow - t_plain
+    result = {
+        "pages": args.pages, "page_size": args.size, "shard_size": args.shard_size, "cpus": os.cpu_count(),
+        "flow_seconds": round(t_flow, 2), "pages_per_second": round(args.pages / t_flow, 3),
+        "plain_seconds": round(t_plain, 2), "plain_pages_per_second": round(args.pages / t_plain, 3),
+        "orchestration_overhead_seconds": round(overhead, 2),
+        "orchestration_overhead_percent": round(100 * overhead / t_flow, 1),
+        "stage_work_seconds": {k: round(v, 2) for k, v in work.items()},
+        "stage_work_seconds_per_page": {k: round(v / args.pages, 3) for k, v in work.items()},
+        "rerun_seconds": round(t_rerun, 2), "rerun_fraction_of_first": round(t_rerun / t_flow, 3),
+        "rerun_recomputed_shard_stages": again["computed"], "first_computed_shard_stages": first["computed"],
+    }
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,221 @@
+"""The colorize DAG as Prefect flows.
+
+    ingest ─▶ extract-lines ─▶ retrieve-references ─▶ colorize ─▶ upscale ─▶ export
+              (per shard)      (per shard)             (Ray actor pool, per shard)
+
+`colorize-chapter` and `colorize-episode` run the same DAG on different sources;
+`rerun-failed-shards` runs it again on an existing job folder, where every (shard, stage)
+that already finished from the same inputs and config is skipped, so only failed or
+missing shards and what depends on them are computed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import (create_link_artifact, create_markdown_artifact, create_progress_artifact,
+                               create_table_artifact, update_progress_artifact)
+
+from chromaflow.config import Config, load_config
+from chromaflow.ray_pool import StagePool
+from chromaflow.retrieval.references import scan_reference_folder
+from chromaflow.storage.atomic import remove_stale_temp_files
+from chromaflow.models.stages import stage_config_hash
+from chromaflow.storage.job import JobDir, safe_job_name
+from chromaflow.storage.shards import input_fingerprint, is_done, read_stats
+from chromaflow.storage.sources import CHAPTER, EPISODE, SourceError, source_kind
+from chromaflow.tasks.job import export_task, ingest_task, reference_store_task
+from chromaflow.tasks.stages import colorize_task, extract_lines_task, retrieve_references_task, upscale_task
+
+from chromaflow.flows.summary import JobIncomplete, JobSummary
+
+log = logging.getLogger(__name__)
+
+SHARD_STAGES = ("lines", "retrieval", "color", "final")
+
+
+def prepare_job(source: str, refs: str, out: str | None, config: Config, kind: str) -> JobDir:
+    """Validate inputs up front (one-line errors) and write job.json."""
+    source_path = Path(source).resolve()
+    actual = source_kind(source_path)
+    if actual != kind:
+        raise SourceError(f"{source_path}: is an {actual} source; use the colorize-{actual} flow")
+    scan_reference_folder(refs)  # missing/empty refs folder: fail before any work
+    name = safe_job_name(config.job.name or source_path.stem or source_path.name)
+    root = Path(out).resolve() if out else Path.cwd() / "chromaflow-out" / name
+    root.mkdir(parents=True, exist_ok=True)
+    job = JobDir(root, name)
+    previous = job.read_info() if job.job_json.exists() else {}
+    if previous and previous.get("name") != name:
+        raise ValueError(f"{root}: holds job {previous.get('name')!r}, not {name!r}; choose another --out")
+    job.write_info({**previous, "name": name, "kind": kind, "source": str(source_path),
+                    "refs": str(Path(refs).resolve()), "config": config.model_dump(mode="json"),
+                    "created_at": previous.get("created_at", time.time())})
+    return job
+
+
+def run_pipeline(job: JobDir, config: Config) -> JobSummary:
+    logger = get_run_logger()
+    info = job.read_info()
+    cfg = config.model_dump(mode="json")
+    root = str(job.root)
+    removed = remove_stale_temp_files(job.root)
+    if removed:
+        logger.info("removed %d temp files left by an interrupted run", removed)
+    # Actors start loading (asynchronously) while ingest and retrieval run, unless an
+    # earlier run already finished every shard (a rerun then needs no Ray at all). Ray is
+    # started from this thread on purpose: Ray ties its daemons' lives to the starting
+    # *thread* (PR_SET_PDEATHSIG), so a short-lived helper thread would take it along.
+    pool = None if all_shards_finished(job) else StagePool(config)
+    retries = {"retries": config.prefect.task_retries, "retry_delay_seconds": config.prefect.retry_delay_seconds}
+    summary = JobSummary(job_root=root, name=job.name, kind=info["kind"])
+    try:
+        ingested = ingest_task.with_options(**retries)(info["source"], root, cfg)
+        summary.add_ingest(ingested)
+        reference_store_task.with_options(**retries)(info["refs"], root, cfg)
+        shards = list(range(ingested["num_shards"]))
+        progress = create_progress_artifact(0.0, key=_artifact_key(job, "progress"),
+                                            description=f"{job.name}: shard stages done")
+        total = max(1, len(shards) * len(SHARD_STAGES))
+        done = 0
+
+        def run_stage(stage: str, task_fn, targets: list[int], **extra) -> list[int]:
+            """Submit the stage for every target shard; return the shards that finished."""
+            nonlocal done
+            futures = {task_fn.submit(root, shard, cfg, **extra): shard for shard in targets}
+            finished = []
+            for future in futures:
+                future.wait()
+                shard = futures[future]
+                if future.state.is_completed():
+                    finished.append(shard)
+                    summary.add_shard_result(future.result())
+                else:
+                    summary.add_shard_failure(stage, shard, _state_error(future))
+                done += 1
+                update_progress_artifact(progress, 100.0 * done / total)
+            return sorted(finished)
+
+        ok = run_stage("lines", extract_lines_task.with_options(**retries), shards)
+        ok = run_stage("retrieval", retrieve_references_task.with_options(**retries), ok)
+        if pool is None and model_work_pending(job, ok, config):
+            pool = StagePool(config)
+        ok = run_stage("color", colorize_task, ok, pool=pool)
+        run_stage("final", upscale_task, ok, pool=pool)
+        update_progress_artifact(progress, 100.0)
+    finally:
+        if pool is not None:
+            pool.close()
+    summary.add_export(export_task.with_options(**retries)(root, summary.problem_lines(),
+                                                           force=summary.computed > 0))
+    _publish_artifacts(job, summary)
+    return summary
+
+
+def all_shards_finished(job: JobDir) -> bool:
+    """Every final shard of an earlier run is there (cheap check before starting Ray)."""
+    shards = job.read_info().get("num_shards")
+    return bool(shards) and all(read_stats(job, "final", k) is not None for k in range(shards))
+
+
+def model_work_pending(job: JobDir, shards: list[int], config: Config) -> bool:
+    """Whether any colorize/upscale shard must run (its inputs or config changed)."""
+    from chromaflow.retrieval.stage import open_store
+
+    fingerprint = open_store(job).fingerprint
+    for shard in shards:
+        color_input = input_fingerprint(job, "color", shard, fingerprint)
+        if not is_done(job, "color", shard, color_input, stage_config_hash(config, "color")):
+            return True
+        if not is_done(job, "final", shard, input_fingerprint(job, "final", shard),
+                       stage_config_hash(config, "final")):
+            return True
+    return False
+
+
+def _state_error(future) -> str:
+    try:
+        future.result()
+    except Exception as exc:  # the task's own exception, re-raised by Prefect
+        text = str(exc).strip().splitlines()
+        return f"{type(exc).__name__}: {text[0] if text else ''}"
+    return str(future.state.message or future.state.name)
+
+
+def _artifact_key(job: JobDir, what: str) -> str:
+    # Artifact keys allow only lowercase letters, digits and dashes.
+    return f"{job.name.lower().replace('_', '-')}-{what}"[:100]
+
+
+def _publish_artifacts(job: JobDir, summary: JobSummary) -> None:
+    rows = summary.manifest
+    table = []
+    for shard in sorted({r["shard"] for r in rows}):
+        entry = {"shard": shard}
+        for r in rows:
+            if r["shard"] == shard:
+                entry[r["stage"]] = r["status"]
+        table.append(entry)
+    create_table_artifact(table, key=_artifact_key(job, "shards"), description=f"{job.name}: per-shard status")
+    if summary.pages:
+        create_table_artifact([{"page": p["index"] + 1, "source": p["source"],
+                                "identities": ", ".join(i or "(unnamed pool)" for i in p["identities"]) or "unknown",
+                                "references": ", ".join(p["references"])} for p in summary.pages],
+                              key=_artifact_key(job, "identities"), description=f"{job.name}: identities per page")
+    pages = summary.pages[:4]
+    if pages:
+        lines = [f"### {job.name}: before / after (first {len(pages)} pages)", ""]
+        lines += [f"- {p['source']}: identities {', '.join(p['identities']) or 'unknown'}" for p in pages]
+        lines += ["", f"Full contact sheet: `{summary.report}`"]
+        create_markdown_artifact("\n".join(lines), key=_artifact_key(job, "before-after"))
+    if summary.report:
+        create_link_artifact(Path(summary.report).as_uri(), link_text="report.html", key=_artifact_key(job, "report"))
+
+
+def _colorize(source: str, refs: str, out: str | None, config_path: str | None, overrides: list[str] | None,
+              kind: str) -> dict:
+    config = load_config(config_path, overrides)
+    job = prepare_job(source, refs, out, config, kind)
+    summary = run_pipeline(job, config)
+    summary.raise_if_incomplete()
+    return summary.to_dict()
+
+
+@flow(name="colorize-chapter", log_prints=True)
+def colorize_chapter(source: str, refs: str, out: str | None = None, config_path: str | None = None,
+                     overrides: list[str] | None = None) -> dict:
+    """Colorize a manga chapter: a folder of pages, a .cbz/.zip or a single image."""
+    return _colorize(source, refs, out, config_path, overrides, CHAPTER)
+
+
+@flow(name="colorize-episode", log_prints=True)
+def colorize_episode(source: str, refs: str, out: str | None = None, config_path: str | None = None,
+                     overrides: list[str] | None = None) -> dict:
+    """Colorize an anime episode (a video file), frame by frame with scene ids."""
+    return _colorize(source, refs, out, config_path, overrides, EPISODE)
+
+
+@flow(name="rerun-failed-shards", log_prints=True)
+def rerun_failed_shards(out: str) -> dict:
+    """Finish an existing job: redo failed/missing (shard, stage) pairs and what depends on them."""
+    job = JobDir.open(out)
+    info = job.read_info()
+    config = Config.model_validate(info["config"])
+    summary = run_pipeline(job, config)
+    summary.raise_if_incomplete()
+    return summary.to_dict()
+
+
+def colorize(source: str, refs: str, out: str | None = None, config_path: str | None = None,
+             overrides: list[str] | None = None) -> dict:
+    """Pick the chapter or episode flow from the source type."""
+    kind = source_kind(source)
+    flow_fn = colorize_episode if kind == EPISODE else colorize_chapter
+    return flow_fn(source=source, refs=refs, out=out, config_path=config_path, overrides=overrides)
+
+
+__all__ = ["colorize", "colorize_chapter", "colorize_episode", "rerun_failed_shards", "run_pipeline",
+           "prepare_job", "JobIncomplete"]

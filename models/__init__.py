@@ -1,0 +1,1 @@
+"""Image models: line extraction, colorizers (weight-free and learned), upscaling."""

@@ -1,0 +1,50 @@
+"""The contract every colorizer backend implements.
+
+A backend gets one page at a time (plus what retrieval found for it) and returns an RGB
+image of the same height and width. Backends may keep state between calls (an actor
+processes a shard's pages in reading order), e.g. a palette memory per identity.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+
+@dataclass
+class Reference:
+    """A colored reference image retrieved for a page."""
+
+    identity: str  # ID pool name; "" for the unnamed pool
+    name: str  # path relative to the refs folder, e.g. "alice/front.png"
+    color: np.ndarray  # RGB uint8, H x W x 3
+    lines: np.ndarray  # uint8 H x W, 0 = ink, 255 = paper (same size as color)
+    score: float = 0.0  # retrieval similarity, higher is closer
+
+
+@dataclass
+class ColorizeRequest:
+    key: str  # sample key, e.g. "p000012"
+    page: np.ndarray  # RGB uint8 original page, scaled to the colorize work size
+    lines: np.ndarray  # uint8 H x W line art of the page, 0 = ink, 255 = paper
+    kind: str  # what the source page is: "lineart", "gray" (manga, screentones) or "color"
+    references: list[Reference] = field(default_factory=list)
+    identities: list[str] = field(default_factory=list)
+    scene_id: int = 0  # episodes: frames of one scene share colors
+    # ColorFlow canvas input: per page quadrant (TL, TR, BL, BR) the retrieved reference
+    # patches, best first (RGB uint8). None when retrieval stored no quadrant results.
+    quadrant_patches: list[list[np.ndarray]] | None = None
+
+
+class Colorizer(Protocol):
+    """Backends may also define `colorize_batch(requests) -> list[np.ndarray]` and an int
+    `batch_pages` (the colorize stage then hands them that many pages at a time), and
+    `uses_quadrant_patches = True` to get `request.quadrant_patches` filled."""
+
+    name: str
+
+    def colorize(self, request: ColorizeRequest) -> np.ndarray:
+        """Return an RGB uint8 image with the same height and width as request.lines."""
+        ...

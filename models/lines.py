@@ -1,0 +1,116 @@
+"""Classical line extraction: what the page's ink looks like, without weights.
+
+Three kinds of input arrive: clean line art (black strokes on white), grayscale manga pages
+(screentones, shading) and colored pages/frames. All three come out as one uint8 image,
+0 = ink and 255 = paper, so retrieval and colorization see the same domain for pages and
+references.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from chromaflow.config import LinesConfig
+
+LINEART, GRAY, COLOR = "lineart", "gray", "color"
+DARK_INK_LEVEL = 40  # gray level below which a pixel of a gray/color page is ink
+# A dark area whose half-width exceeds this share of the longest side is a fill, not a stroke.
+SOLID_FILL_HALF_WIDTH = 0.025
+STROKE_HALF_WIDTH = 0.012  # rim kept as outline of such a fill
+
+
+@dataclass
+class LineArt:
+    lines: np.ndarray  # uint8 H x W, 0 = ink, 255 = paper
+    kind: str  # LINEART, GRAY or COLOR: what the source page was
+
+
+def classify_page(rgb: np.ndarray) -> str:
+    """Line art is nearly two-toned (paper and ink); gray pages have no chroma; the rest is color."""
+    small = _downscale(rgb, 512)
+    hsv = cv2.cvtColor(small, cv2.COLOR_RGB2HSV)
+    colored = (hsv[..., 1] > 40) & (hsv[..., 2] > 40)
+    if colored.mean() > 0.02:
+        return COLOR
+    gray = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
+    two_tone = ((gray > 200) | (gray < 80)).mean()
+    return LINEART if two_tone > 0.93 else GRAY
+
+
+def _downscale(img: np.ndarray, longest: int) -> np.ndarray:
+    h, w = img.shape[:2]
+    scale = longest / max(h, w)
+    if scale >= 1:
+        return img
+    return cv2.resize(img, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+
+
+def xdog(gray: np.ndarray, cfg: LinesConfig) -> np.ndarray:
+    """eXtended Difference of Gaussians (Winnemöller 2012): soft, stroke-like edges.
+    Returns float32 in [0, 1], 1 = paper."""
+    g = gray.astype(np.float32) / 255.0
+    g1 = cv2.GaussianBlur(g, (0, 0), cfg.xdog_sigma)
+    g2 = cv2.GaussianBlur(g, (0, 0), cfg.xdog_sigma * cfg.xdog_k)
+    dog = g1 - cfg.xdog_tau * g2
+    out = np.where(dog >= cfg.xdog_epsilon, 1.0, 1.0 + np.tanh(cfg.xdog_phi * (dog - cfg.xdog_epsilon)))
+    return np.clip(out, 0.0, 1.0).astype(np.float32)
+
+
+def _remove_specks(ink: np.ndarray, min_area: int) -> np.ndarray:
+    if min_area <= 0:
+        return ink
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(ink.astype(np.uint8), connectivity=8)
+    keep = stats[:, cv2.CC_STAT_AREA] >= min_area
+    keep[0] = False
+    return keep[labels]
+
+
+def _strip_solid_fills(dark: np.ndarray, longest_side: int) -> np.ndarray:
+    """Remove the inside of dark areas much wider than a stroke, keeping a stroke-wide rim."""
+    half_width = max(3.0, SOLID_FILL_HALF_WIDTH * longest_side)
+    rim = max(1.0, STROKE_HALF_WIDTH * longest_side)
+    dist = cv2.distanceTransform(dark.astype(np.uint8), cv2.DIST_L2, 5)
+    core = dist > half_width
+    if not core.any():
+        return dark
+    # Grow the core back to where the area's rim starts (dist == rim): a stroke never has
+    # a core, a wide fill keeps only its outer `rim` pixels as outline.
+    size = 2 * int(half_width - rim) + 1
+    inside = cv2.dilate(core.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))) > 0
+    return dark & ~(inside & (dist > rim))
+
+
+def extract_lines(rgb: np.ndarray, cfg: LinesConfig | None = None) -> LineArt:
+    """Ink mask of a page at its own resolution (processing happens at cfg.work_size)."""
+    cfg = cfg or LinesConfig()
+    kind = classify_page(rgb)
+    h, w = rgb.shape[:2]
+    work = _downscale(rgb, cfg.work_size)
+    gray = cv2.cvtColor(work, cv2.COLOR_RGB2GRAY)
+    if kind == LINEART:
+        # Already ink on paper: keep anti-aliased strokes, just clean the paper.
+        ink = gray < 160
+    else:
+        if kind == GRAY and cfg.screentone_smoothing:
+            # Screentone dots are high-frequency; a bilateral pass flattens them while
+            # keeping the strokes' edges, so XDoG does not trace every dot.
+            gray = cv2.bilateralFilter(gray, 7, 50, 5)
+        soft = xdog(gray, cfg)
+        ink = soft < 0.5
+        # XDoG only outlines a thick stroke (its flat dark core has no edge response), so
+        # dark pixels are ink too: stroke cores in color pages, solid blacks in gray pages.
+        dark = gray < DARK_INK_LEVEL
+        if kind == COLOR:
+            # In color pages a wide dark area is a fill (black hair, a night sky), not a
+            # stroke: keep only its outline ring.
+            dark = _strip_solid_fills(dark, max(gray.shape))
+        ink |= dark
+    ink = _remove_specks(ink, cfg.min_component_area)
+    lines = np.where(ink, 0, 255).astype(np.uint8)
+    if lines.shape[:2] != (h, w):
+        lines = cv2.resize(lines, (w, h), interpolation=cv2.INTER_LINEAR)
+        lines = np.where(lines < 128, 0, 255).astype(np.uint8)
+    return LineArt(lines=lines, kind=kind)

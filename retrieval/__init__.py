@@ -1,0 +1,1 @@
+"""Reference pools, patch descriptors/embedders, FAISS indexes and retrieval."""

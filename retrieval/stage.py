@@ -1,0 +1,69 @@
+"""The retrieve-references stage over one shard: query the job's reference store with
+each page's line art and store what was found (references, quadrant patches, assigned
+identities, and with `retrieval.store_canvas` the ColorFlow canvas) in the `retrieval/`
+shard set.
+
+Pages of a chapter are searched in one batch; frames of an episode are searched per
+scene so that a scene keeps one identity assignment (no flicker between characters).
+"""
+
+from __future__ import annotations
+
+import json
+from itertools import groupby
+
+from chromaflow.config import Config
+from chromaflow.storage.images import decode_png, resize_longest
+from chromaflow.storage.job import STAGE_CONFIG, JobDir
+from chromaflow.storage.shards import ShardResult, json_bytes, run_stage_shard
+
+from .canvas import canvas_sample
+from .identity import identities_for_page
+from .store import ReferenceStore
+
+_stores: dict[tuple, ReferenceStore] = {}
+
+
+def open_store(job: JobDir, config: Config | None = None) -> ReferenceStore:
+    """One open store per job, config and process (the index is read once, not per
+    shard). The folder's mtime is part of the key: a rebuilt store is reopened."""
+    folder = job.references.resolve()
+    settings = config.section_hash("retrieval") if config is not None else ""
+    key = (str(folder), folder.stat().st_mtime_ns, settings)
+    if key not in _stores:
+        _stores[key] = ReferenceStore.open(folder, config)
+    return _stores[key]
+
+
+def run_retrieval_shard(job: JobDir, shard: int, config: Config) -> ShardResult:
+    store = open_store(job, config)
+    top_k = config.retrieval.top_k
+
+    def process_batch(items: list[tuple[str, dict]]) -> list[dict]:
+        pages = []
+        for key, inputs in items:
+            lines = decode_png(inputs["lines"]["png"], gray=True)
+            page = resize_longest(decode_png(inputs["frames"]["png"]), max(lines.shape))
+            meta = json.loads(inputs["frames"]["json"])
+            pages.append((lines, page, meta))
+        found: list[dict] = []
+        if pages and pages[0][2].get("kind") == "episode":
+            for _, scene in groupby(pages, key=lambda p: p[2]["scene_id"]):
+                scene = list(scene)
+                wanted = identities_for_page(config.retrieval, scene[0][2]["index"] + 1)
+                found += store.search_scene([(lines, page) for lines, page, _ in scene], top_k, wanted)
+        else:
+            for lines, page, meta in pages:
+                wanted = identities_for_page(config.retrieval, meta["index"] + 1)
+                found.append(store.search(lines, page, top_k, wanted))
+        outputs = []
+        for (lines, page, _), result in zip(pages, found):
+            sample = {"json": json_bytes(result)}
+            if config.retrieval.store_canvas:
+                sample.update(canvas_sample(store, result, page))
+            outputs.append(sample)
+        return outputs
+
+    return run_stage_shard(job, "retrieval", shard, config.section_hash(*STAGE_CONFIG["retrieval"]),
+                           process_batch=process_batch, batch_size=config.job.shard_size,
+                           extra_input=store.fingerprint)

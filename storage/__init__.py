@@ -1,0 +1,1 @@
+"""Job storage: sources, WebDataset shards, stats, manifest."""

@@ -1,0 +1,92 @@
+"""report.html: a before/after contact sheet and the per-shard table of one job.
+
+Self-contained (thumbnails are embedded as JPEG data URIs), so it can be attached to a
+ticket or opened from the Prefect UI's link artifact without the job folder.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+
+from .atomic import write_bytes
+from .images import decode_png, encode_jpeg, resize_longest
+from .job import JobDir
+from .shards import read_shard, read_stats
+
+
+def thumbnail_uri(rgb, size: int) -> str:
+    data = encode_jpeg(resize_longest(rgb, size), quality=80)
+    return "data:image/jpeg;base64," + base64.b64encode(data).decode()
+
+
+def _before_images(job: JobDir, shard: int) -> dict:
+    if read_stats(job, "frames", shard) is None:
+        return {}
+    return {s["__key__"]: s for s in read_shard(job.shard_path("frames", shard))}
+
+
+STATUS_COLORS = {"ok": "#2e7d32", "partial": "#ef6c00", "failed": "#c62828", "missing": "#757575"}
+
+STYLE = """
+body{font-family:system-ui,sans-serif;margin:24px;color:#222}
+h1{margin-bottom:4px} .sub{color:#666;margin-top:0}
+.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(340px,1fr));gap:16px}
+.card{border:1px solid #ddd;border-radius:6px;padding:8px}
+.pair{display:flex;gap:4px}.pair img{width:50%;object-fit:contain;background:#f4f4f4}
+.cap{font-size:12px;color:#555;margin-top:4px;word-break:break-all}
+table{border-collapse:collapse;margin:12px 0;font-size:13px} td,th{border:1px solid #ddd;padding:3px 8px}
+.fail{color:#c62828}
+"""
+
+
+def write_report(job: JobDir, manifest_rows: list[dict], pages: list[dict], failures: list[str],
+                 thumb_size: int = 320) -> Path:
+    info = job.read_info()
+    cards = []
+    for shard in range(job.num_shards()):
+        before = _before_images(job, shard)
+        if read_stats(job, "final", shard) is None:
+            continue
+        for sample in read_shard(job.shard_path("final", shard)):
+            meta = json.loads(sample["json"])
+            orig = before.get(sample["__key__"])
+            before_img = (f'<img alt="before" src="{thumbnail_uri(decode_png(orig["png"]), thumb_size)}">'
+                          if orig else "")
+            after_img = f'<img alt="after" src="{thumbnail_uri(decode_png(sample["png"]), thumb_size)}">'
+            idents = ", ".join(i or "(unnamed pool)" for i in meta.get("identities", [])) or "unknown"
+            cards.append(
+                f'<div class="card"><div class="pair">{before_img}{after_img}</div>'
+                f'<div class="cap">#{meta["index"] + 1} {html.escape(meta["source"])} · '
+                f'{meta["width"]}×{meta["height"]} · identities: {html.escape(idents)}<br>'
+                f'references: {html.escape(", ".join(meta.get("references", [])))}</div></div>')
+    stages = sorted({r["stage"] for r in manifest_rows}, key=["frames", "lines", "retrieval", "color", "final"].index)
+    by_shard: dict[int, dict[str, dict]] = {}
+    for row in manifest_rows:
+        by_shard.setdefault(row["shard"], {})[row["stage"]] = row
+    header = "".join(f"<th>{s}</th>" for s in stages)
+    body = []
+    for shard in sorted(by_shard):
+        cells = []
+        for stage in stages:
+            row = by_shard[shard].get(stage, {})
+            status = row.get("status", "missing")
+            title = html.escape(row.get("error") or "")
+            cells.append(f'<td title="{title}" style="color:{STATUS_COLORS.get(status, "#000")}">'
+                         f'{status} ({row.get("samples", 0)}, {row.get("seconds", 0):.1f}s)</td>')
+        body.append(f"<tr><td>{shard:06d}</td>{''.join(cells)}</tr>")
+    fail_html = "".join(f'<li class="fail">{html.escape(f)}</li>' for f in failures) or "<li>none</li>"
+    doc = f"""<!doctype html><html><head><meta charset="utf-8"><title>chromaflow · {html.escape(info['name'])}</title>
+<style>{STYLE}</style></head><body>
+<h1>{html.escape(info['name'])}</h1>
+<p class="sub">{html.escape(info['kind'])} · source {html.escape(info['source'])} · references {html.escape(info['refs'])} ·
+backend {html.escape(info['config']['colorize']['backend'])} · {len(pages)} pages written</p>
+<h2>Problems</h2><ul>{fail_html}</ul>
+<h2>Before / after</h2><div class="grid">{''.join(cards)}</div>
+<h2>Shards</h2><table><tr><th>shard</th>{header}</tr>{''.join(body)}</table>
+</body></html>"""
+    target = job.root / "report.html"
+    write_bytes(target, doc.encode())
+    return target

@@ -1,0 +1,27 @@
+"""Colorizer plugins for fault tests, loaded by import path (`--set colorize.backend=
+faulty_backend:SlowColorizer`) in Ray workers and CLI subprocesses; tests put this folder
+on PYTHONPATH. They wrap the real default colorizer, so outputs are real."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from chromaflow.models.colorizers.region import RegionColorizer
+
+
+class SlowColorizer(RegionColorizer):
+    """The default colorizer, slowed down so a test can kill a run mid-colorize."""
+
+    def colorize(self, request):
+        time.sleep(float(os.environ.get("CHROMAFLOW_TEST_DELAY", "0.4")))
+        return super().colorize(request)
+
+
+class CrashOnPage(RegionColorizer):
+    """Kills its worker process on one page, every time: a shard that keeps crashing."""
+
+    def colorize(self, request):
+        if request.key == os.environ.get("CHROMAFLOW_TEST_CRASH_KEY", "p000002"):
+            os._exit(3)
+        return super().colorize(request)

@@ -1,0 +1,133 @@
+"""The `chromaflow` command as a user runs it: real subprocesses, a real Prefect API
+(the session harness, passed as PREFECT_API_URL), SIGKILL in the middle of a run."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from chromaflow.cli import app
+from chromaflow.storage.job import STAGES, JobDir
+from chromaflow.storage.shards import read_stats
+
+CLI = [sys.executable, "-m", "chromaflow.cli"]
+PREFECT = [str(Path(sys.executable).parent / "prefect")]  # the venv's prefect CLI
+
+
+def cli_env(api_url: str, **extra: str) -> dict:
+    env = dict(os.environ, PREFECT_API_URL=api_url, PYTHONUNBUFFERED="1", COLUMNS="200")
+    env.update(extra)
+    return env
+
+
+def test_unknown_config_key_is_one_line_error(tmp_path, chapter_dir, refs_dir):
+    result = CliRunner().invoke(app, ["colorize", str(chapter_dir), "--refs", str(refs_dir), "--out",
+                                      str(tmp_path / "o"), "--set", "colorize.wrk_size=3"])
+    assert result.exit_code == 2
+    assert "unknown key 'colorize.wrk_size'" in result.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("ray:\n  num_actor: 3\n")
+    result = CliRunner().invoke(app, ["colorize", str(chapter_dir), "--refs", str(refs_dir), "--out",
+                                      str(tmp_path / "o"), "--config", str(bad)])
+    assert result.exit_code == 2 and f"{bad}: unknown key 'ray.num_actor'" in result.output
+
+
+def test_missing_source_and_refs(tmp_path, refs_dir):
+    result = CliRunner().invoke(app, ["rerun", str(tmp_path)])
+    assert result.exit_code == 2 and "not a chromaflow job folder" in result.output
+
+
+def _files(job: JobDir) -> dict[str, tuple[int, str]]:
+    out = {}
+    for stage in STAGES:
+        for path in job.stage_dir(stage).glob("*"):
+            out[str(path.relative_to(job.root))] = (path.stat().st_mtime_ns, hashlib.sha256(path.read_bytes()).hexdigest())
+    return out
+
+
+@pytest.mark.slow
+def test_sigkill_mid_colorize_then_rerun(prefect_harness, tmp_path, refs_dir):
+    from synthetic import make_chapter
+
+    chapter = make_chapter(tmp_path / "chapter", num_pages=6)
+    out = tmp_path / "job"
+    cmd = CLI + ["colorize", str(chapter), "--refs", str(refs_dir), "--out", str(out),
+                 "--set", "job.shard_size=1", "--set", "colorize.backend=faulty_backend:SlowColorizer",
+                 "--set", "ray.num_actors=1"]
+    proc = subprocess.Popen(cmd, env=cli_env(prefect_harness, CHROMAFLOW_TEST_DELAY="1.5"),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline:
+            done = list((out / "color").glob("*.stats.json")) if (out / "color").exists() else []
+            if len(done) >= 2:
+                break
+            if proc.poll() is not None:
+                pytest.fail("run ended before it could be killed:\n" + proc.stdout.read().decode()[-3000:])
+            time.sleep(0.1)
+        else:
+            pytest.fail("colorize never reached two finished shards")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the whole run: driver, Ray daemons and actors
+        proc.wait()
+    job = JobDir.open(out)
+    finished = {(stage, k) for stage in STAGES for k in range(6) if read_stats(job, stage, k)}
+    assert ("color", 5) not in finished and ("final", 5) not in finished
+    before = _files(job)
+
+    rerun = subprocess.run(CLI + ["rerun", str(out)], env=cli_env(prefect_harness, CHROMAFLOW_TEST_DELAY="0"),
+                           capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    after = _files(job)
+    # finished shards were neither recomputed nor rewritten
+    for stage, k in finished:
+        for suffix in (".tar", ".stats.json"):
+            name = f"{stage}/{job.name}-{k:06d}{suffix}"
+            assert after[name] == before[name], f"{name} was rewritten"
+    assert all(read_stats(job, stage, k) for stage in STAGES for k in range(6))
+    assert len(list((out / "pages").glob("*.png"))) == 6
+    assert not [p for p in out.rglob("*") if ".chromaflow-tmp-" in p.name]
+
+    status = subprocess.run(CLI + ["status", str(out)], env=cli_env(prefect_harness), capture_output=True,
+                            text=True, timeout=120)
+    assert status.returncode == 0 and "000005" in status.stdout
+
+
+@pytest.mark.slow
+def test_serve_and_prefect_deployment_run(prefect_harness, tmp_path, chapter_dir, refs_dir):
+    env = cli_env(prefect_harness)
+    server = subprocess.Popen(CLI + ["serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              start_new_session=True)
+    try:
+        out = tmp_path / "job"
+        deadline = time.time() + 180
+        while True:
+            ls = subprocess.run(PREFECT + ["deployment", "ls"], env=env, capture_output=True, text=True)
+            if "colorize-chapter/default" in ls.stdout:
+                break
+            assert server.poll() is None, server.stdout.read().decode()[-3000:]
+            assert time.time() < deadline, "deployments never appeared"
+            time.sleep(2)
+        run = subprocess.run(PREFECT + ["deployment", "run", "colorize-chapter/default",
+                              "--param", f"source={chapter_dir}", "--param", f"refs={refs_dir}",
+                              "--param", f"out={out}", "--watch", "--watch-timeout", "240"],
+                             env=env, capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+        assert len(list((out / "pages").glob("*.png"))) == 5
+        bogus = subprocess.run(PREFECT + ["deployment", "run", "colorize-chapter/default", "--param", "bogus=1"],
+                               env=env, capture_output=True, text=True, timeout=120)
+        assert bogus.returncode == 1
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)

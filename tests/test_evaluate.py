@@ -1,0 +1,89 @@
+"""The evaluation protocol and flow on a 2-identity mini dataset generated in the test."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+
+from chromaflow.config import Config
+from chromaflow.flows.evaluate import run_evaluation
+from chromaflow.storage.eval_dataset import POSE, RECOLOR, scan_eval_dataset
+from synthetic import PALETTES, draw_character, write_png
+
+SIZE = (160, 224)
+RECOLOR_PALETTES = [PALETTES["alice"], PALETTES["bob"],
+                    {"head": (230, 190, 120), "eyes": (90, 60, 30), "body": (60, 160, 80)}]
+
+
+@pytest.fixture(scope="module")
+def mini_dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("evalset")
+    # `alice`: one palette, three drawings (pose); `trio`: one drawing, three palettes (recolor).
+    for i, (dx, scale) in enumerate([(0, 1.0), (12, 0.85), (-10, 1.1)]):
+        kw = dict(size=SIZE, dx=dx, scale=scale, frame=False)
+        write_png(root / "alice" / f"v{i}_line.png", draw_character(PALETTES["alice"], colored=False, **kw))
+        write_png(root / "alice" / f"v{i}_color.png", draw_character(PALETTES["alice"], **kw))
+    for i, palette in enumerate(RECOLOR_PALETTES):
+        write_png(root / "trio" / f"c{i}_line.png", draw_character(palette, size=SIZE, colored=False, frame=False))
+        write_png(root / "trio" / f"c{i}_color.png", draw_character(palette, size=SIZE, frame=False))
+    # A corrupt color image: reported and skipped, the rest evaluated.
+    write_png(root / "alice" / "v9_line.png", draw_character(PALETTES["alice"], size=SIZE, colored=False))
+    (root / "alice" / "v9_color.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    (root / "manifest.json").write_text(json.dumps({"identities": {"alice": {"kind": POSE},
+                                                                   "trio": {"kind": RECOLOR}}}))
+    return root
+
+
+def test_scan_reads_identities_kinds_and_views(mini_dataset):
+    data = scan_eval_dataset(mini_dataset)
+    assert [(i.name, i.kind, len(i.views)) for i in data.identities] == [("alice", POSE, 4), ("trio", RECOLOR, 3)]
+
+
+def test_run_evaluation_outputs_and_protocol(mini_dataset, tmp_path):
+    backends = ["region", "palette", "welsh"]
+    metrics = run_evaluation(mini_dataset, tmp_path / "out", Config(), backends)
+    for name in ("metrics.json", "metrics.parquet", "report.html"):
+        assert (tmp_path / "out" / name).is_file()
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text()) == metrics
+    # The corrupt file is named once, and its view is skipped.
+    assert len(metrics["problems"]) == 1 and "v9_color.png" in metrics["problems"][0]
+    keys = {"flat_color_accuracy", "background_accuracy", "segment_accuracy", "segment_pixel_accuracy",
+            "psnr", "ssim", "line_f1", "pairs", "identities"}
+    for name in backends:
+        entry = metrics["backends"][name]
+        assert keys <= set(entry)
+        # pose: 3 views -> 3 pairs (leave one out); recolor: 3 palettes -> 3 x 2 pairs
+        assert entry["pairs"] == 9
+        assert entry["identities"]["alice"]["pairs"] == 3 and entry["identities"]["trio"]["pairs"] == 6
+    assert metrics["backends"]["region"]["line_f1"] > 0.9
+    region, palette = metrics["backends"]["region"], metrics["backends"]["palette"]
+    assert region["flat_color_accuracy"] > 0.9
+    assert region["flat_color_accuracy"] > palette["flat_color_accuracy"] + 0.1
+    assert metrics["kinds"]["region"]["recolor"]["flat_color_accuracy"] > 0.95
+    table = pq.read_table(tmp_path / "out" / "metrics.parquet")
+    assert table.num_rows == 27 and set(table.column("backend").to_pylist()) == set(backends)
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "<img" in html and "sortable" in html and "ground truth" in html
+
+
+def test_run_evaluation_is_deterministic(mini_dataset, tmp_path):
+    a = run_evaluation(mini_dataset, tmp_path / "a", Config(), ["region"])
+    b = run_evaluation(mini_dataset, tmp_path / "b", Config(), ["region"])
+    assert (tmp_path / "a" / "metrics.json").read_bytes() == (tmp_path / "b" / "metrics.json").read_bytes()
+    assert a == b
+
+
+def test_unknown_backend_is_one_clear_error(mini_dataset, tmp_path):
+    with pytest.raises(ValueError, match="unknown colorize backend.*nope"):
+        run_evaluation(mini_dataset, tmp_path, Config(), ["nope"])
+
+
+def test_evaluate_flow_runs_under_prefect(mini_dataset, tmp_path, prefect_harness):
+    from chromaflow.flows.evaluate import evaluate_flow
+
+    metrics = evaluate_flow(str(mini_dataset), str(tmp_path / "flow"), backends=["region"],
+                            overrides=["colorize.work_size=512"])
+    assert metrics["backends"]["region"]["pairs"] == 9
+    assert (tmp_path / "flow" / "metrics.json").is_file()

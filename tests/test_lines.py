@@ -1,0 +1,56 @@
+"""Line extraction: line art, color pages with thick strokes, gray pages."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from chromaflow.models.lines import COLOR, GRAY, LINEART, classify_page, extract_lines
+from chromaflow.models.metrics import line_scores
+from synthetic import PALETTES, draw_character
+
+
+def test_classify_page_kinds():
+    line = draw_character(PALETTES["alice"], colored=False)
+    color = draw_character(PALETTES["alice"], colored=True)
+    gray = cv2.cvtColor(cv2.cvtColor(color, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
+    assert classify_page(line) == LINEART
+    assert classify_page(color) == COLOR
+    assert classify_page(gray) == GRAY
+
+
+def test_line_art_keeps_its_strokes():
+    line = draw_character(PALETTES["alice"], colored=False)
+    art = extract_lines(line)
+    assert art.kind == LINEART and art.lines.shape == line.shape[:2]
+    truth = cv2.cvtColor(line, cv2.COLOR_RGB2GRAY)
+    assert line_scores(art.lines, truth)["f1"] > 0.97
+
+
+def test_color_page_thick_strokes_are_ink_not_outlines():
+    """XDoG alone traces both edges of a thick stroke; the dark core must be ink too."""
+    img = np.full((400, 400, 3), 255, np.uint8)  # strokes 2.5% of the side, like OpenMoji's
+    cv2.circle(img, (200, 200), 120, (240, 200, 40), -1)
+    cv2.circle(img, (200, 200), 120, (0, 0, 0), 10)
+    truth = np.full((400, 400), 255, np.uint8)
+    cv2.circle(truth, (200, 200), 120, 0, 10)
+    scores = line_scores(extract_lines(img).lines, truth)
+    assert scores["recall"] > 0.95 and scores["precision"] > 0.9
+
+
+def test_color_page_wide_dark_fill_keeps_only_its_outline():
+    img = np.full((300, 300, 3), 255, np.uint8)
+    cv2.rectangle(img, (40, 40), (260, 260), (230, 80, 80), -1)
+    cv2.circle(img, (150, 150), 70, (10, 10, 10), -1)  # black hair-like fill, not a stroke
+    lines = extract_lines(img).lines
+    assert lines[150, 150] == 255  # inside of the fill is paper
+    assert lines[150, 150 - 69] == 0  # its rim is an outline
+
+
+def test_gray_page_solid_black_stays_ink():
+    img = np.full((300, 300, 3), 230, np.uint8)
+    img[:, 150:] = 150  # mid-gray shading: a gray page, not two-toned line art
+    cv2.circle(img, (150, 150), 70, (10, 10, 10), -1)
+    art = extract_lines(img)
+    assert art.kind == GRAY
+    assert art.lines[150, 150] == 0

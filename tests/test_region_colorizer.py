@@ -1,0 +1,136 @@
+"""Colorizer backends on synthetic characters: sizes, flat fills, lines, shading, episodes."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from chromaflow.config import Config
+from chromaflow.models.colorizers import BACKENDS, ColorizeRequest, Reference, build_colorizer
+from chromaflow.models.colorizers.region import RegionColorizer
+from chromaflow.models.lines import extract_lines
+from chromaflow.models.metrics import pair_metrics
+from chromaflow.models.propagate import TemporalColorizer, propagate_clip
+from synthetic import PALETTES, draw_character
+
+
+def reference(name: str, **kw) -> Reference:
+    color = draw_character(PALETTES[name], frame=False, **kw)
+    return Reference(name, f"{name}.png", color, extract_lines(color).lines, score=1.0)
+
+
+def request_for(page: np.ndarray, refs: list[Reference]) -> ColorizeRequest:
+    art = extract_lines(page)
+    return ColorizeRequest("p0", page, art.lines, art.kind, refs, [r.identity for r in refs])
+
+
+@pytest.mark.parametrize("backend", ["region", "palette", "welsh"])
+@pytest.mark.parametrize("with_refs", [True, False])
+def test_every_backend_returns_rgb_of_the_page_size(backend, with_refs):
+    assert backend in BACKENDS
+    page = draw_character(PALETTES["alice"], size=(200, 280), colored=False, frame=False)
+    refs = [reference("alice", dx=10)] if with_refs else []
+    config = Config()
+    config.colorize.backend = backend
+    out = build_colorizer(config).colorize(request_for(page, refs))
+    assert out.shape == page.shape and out.dtype == np.uint8
+
+
+def test_region_colorizer_fills_from_a_reference_at_another_scale_and_position():
+    page = draw_character(PALETTES["bob"], colored=False, frame=False)
+    truth = draw_character(PALETTES["bob"], frame=False)
+    refs = [reference("bob", dx=25, scale=0.8), reference("bob", dx=-20, dy=10, scale=1.1)]
+    out = RegionColorizer().colorize(request_for(page, refs))
+    m = pair_metrics(out, truth, cv2.cvtColor(page, cv2.COLOR_RGB2GRAY))
+    assert m["flat_color_accuracy"] > 0.95
+    assert m["background_accuracy"] > 0.99
+    assert m["segment_accuracy"] == 1.0
+    # Lines stay ink, fills are the reference's exact flat colors.
+    ink = extract_lines(page).lines == 0
+    assert out[ink].mean() < 40
+    head = out[int(448 * 0.35) - 20, 160]
+    assert tuple(head) == PALETTES["bob"]["head"]
+
+
+def test_region_colorizer_votes_over_all_references():
+    """Two references agree, one (a different identity) disagrees: the majority wins."""
+    page = draw_character(PALETTES["alice"], colored=False, frame=False)
+    refs = [reference("alice", dx=5), reference("alice", dx=-5), reference("bob")]
+    out = RegionColorizer().colorize(request_for(page, refs))
+    assert tuple(out[int(448 * 0.35) - 20, 160]) == PALETTES["alice"]["head"]
+
+
+def test_region_colorizer_is_deterministic():
+    page = draw_character(PALETTES["alice"], colored=False, frame=False, dx=8)
+    refs = [reference("alice"), reference("alice", scale=0.9)]
+    a = RegionColorizer().colorize(request_for(page, refs))
+    b = RegionColorizer().colorize(request_for(page, refs))
+    assert np.array_equal(a, b)
+
+
+def test_gray_page_keeps_its_shading():
+    line = draw_character(PALETTES["alice"], colored=False, frame=False)
+    page = line.copy()
+    page[260:300, 100:220] = np.minimum(page[260:300, 100:220], 150)  # screentone-like shading on the body
+    refs = [reference("alice")]
+    req = ColorizeRequest("p0", page, extract_lines(line).lines, "gray", refs)
+    out = RegionColorizer().colorize(req)
+    lab_out = cv2.cvtColor(out, cv2.COLOR_RGB2LAB)[..., 0].astype(int)
+    lab_page = cv2.cvtColor(page, cv2.COLOR_RGB2LAB)[..., 0].astype(int)
+    assert np.abs(lab_out - lab_page).max() <= 3  # lightness from the page
+    body = out[280, 160].astype(int)  # shaded part of the body
+    assert body[0] > body[2] + 40  # chroma from the (red) body fill
+    assert tuple(out[20, 20]) == (255, 255, 255)  # white paper stays white
+
+
+def test_colored_trace_lines_take_the_region_color():
+    page = np.full((120, 120, 3), 255, np.uint8)
+    cv2.rectangle(page, (10, 10), (110, 110), (0, 0, 0), 2)
+    cv2.line(page, (12, 60), (108, 60), (255, 0, 0), 1)  # shadow border, not a drawn line
+    key = page.copy()
+    key[12:60, 12:109] = (200, 180, 250)
+    key[61:109, 12:109] = (150, 130, 220)
+    key[60, 12:109] = (200, 180, 250)
+    lines = extract_lines(page).lines
+    ref = Reference("", "key", key, lines, 1.0)
+    out = RegionColorizer().colorize(ColorizeRequest("f1", page, lines, "lineart", [ref]))
+    assert tuple(out[60, 60]) in {(200, 180, 250), (150, 130, 220)}  # no red left
+    assert tuple(out[30, 60]) == (200, 180, 250) and tuple(out[90, 60]) == (150, 130, 220)
+    assert out[10, 60].max() < 30  # black lines stay
+
+
+def test_propagation_follows_a_moving_character():
+    key_color = draw_character(PALETTES["alice"], frame=False)
+    key_lines = extract_lines(draw_character(PALETTES["alice"], colored=False, frame=False)).lines
+    frames = [draw_character(PALETTES["alice"], colored=False, frame=False, dx=6 * t, dy=3 * t) for t in (1, 2, 3)]
+    outs = propagate_clip(key_color, key_lines, [extract_lines(f).lines for f in frames])
+    truth = draw_character(PALETTES["alice"], frame=False, dx=18, dy=9)
+    m = pair_metrics(outs[-1], truth, cv2.cvtColor(frames[-1], cv2.COLOR_RGB2GRAY))
+    assert m["flat_color_accuracy"] > 0.95 and m["background_accuracy"] > 0.99
+
+
+def test_temporal_colorizer_uses_the_previous_frame_of_the_scene():
+    key = reference("alice")
+    wrapped = TemporalColorizer(RegionColorizer())
+    first = draw_character(PALETTES["alice"], colored=False, frame=False, dx=4)
+    wrapped.colorize(request_for(first, [key]))
+    # Second frame: the retrieved reference is the wrong identity; the previous frame wins.
+    second = draw_character(PALETTES["alice"], colored=False, frame=False, dx=8)
+    out = wrapped.colorize(request_for(second, [reference("bob")]))
+    assert tuple(out[int(448 * 0.35) - 20, 168]) == PALETTES["alice"]["head"]
+
+
+@pytest.mark.parametrize("backend", ["region", "palette", "welsh"])
+def test_backends_survive_degenerate_pages_and_references(backend):
+    config = Config()
+    config.colorize.backend = backend
+    colorizer = build_colorizer(config)
+    good = reference("alice")
+    odd = Reference("alice", "odd.png", good.color, np.full((10, 10), 255, np.uint8), score=0.0)  # lines of another size
+    blank = Reference("", "blank.png", np.full((50, 50, 3), 255, np.uint8), np.full((50, 50), 255, np.uint8), 1.0)
+    for page in (np.full((90, 70, 3), 255, np.uint8), np.zeros((90, 70, 3), np.uint8), np.full((3, 4, 3), 255, np.uint8)):
+        lines = extract_lines(page).lines
+        for refs in ([good], [odd, blank], []):
+            out = colorizer.colorize(ColorizeRequest("p", page, lines, "lineart", refs))
+            assert out.shape == page.shape and out.dtype == np.uint8

@@ -1,0 +1,108 @@
+"""CLIP embedders from local weights: a tiny open_clip model (checkpoint file and
+local-dir folder) and a tiny HF CLIPVisionModelWithProjection (`image_encoder/` layout),
+all created and saved here. Nothing is downloaded."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from chromaflow.config import load_config
+from chromaflow.retrieval.clip import ClipEmbedder, ClipLoadError
+from chromaflow.retrieval.store import EmbedderMismatchError, ReferenceStore
+
+from test_retrieval import FAST, make_pool, query
+
+TINY_OPEN_CLIP = {"embed_dim": 32,
+                  "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8},
+                  "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2}}
+
+
+@pytest.fixture(scope="module")
+def open_clip_checkpoint(tmp_path_factory):
+    import open_clip
+
+    root = tmp_path_factory.mktemp("openclip")
+    arch = root / "tiny-clip-test.json"
+    arch.write_text(json.dumps(TINY_OPEN_CLIP))
+    open_clip.add_model_config(arch)
+    torch.manual_seed(0)
+    model = open_clip.create_model("tiny-clip-test", pretrained=None)
+    weights = root / "tiny.pt"
+    torch.save(model.state_dict(), weights)
+    folder = root / "local"
+    folder.mkdir()
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY_OPEN_CLIP, "preprocess_cfg": {}}))
+    torch.save(model.state_dict(), folder / "open_clip_pytorch_model.bin")
+    return arch, weights, folder, model
+
+
+@pytest.fixture(scope="module")
+def hf_checkpoint(tmp_path_factory):
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    root = tmp_path_factory.mktemp("hfclip")
+    torch.manual_seed(0)
+    config = CLIPVisionConfig(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=2,
+                              image_size=32, patch_size=8, projection_dim=16)
+    CLIPVisionModelWithProjection(config).save_pretrained(root / "image_encoder")
+    return root
+
+
+def clip_config(checkpoint, arch="ViT-B-32"):
+    return load_config(overrides=FAST + ["retrieval.backend=clip", f"retrieval.clip_checkpoint={checkpoint}",
+                                         f"retrieval.clip_arch={arch}", "retrieval.clip_batch_size=4"])
+
+
+def test_open_clip_checkpoint_file_matches_the_model(open_clip_checkpoint):
+    arch, weights, _, model = open_clip_checkpoint
+    embedder = ClipEmbedder.from_config(clip_config(weights, arch).retrieval)
+    assert embedder.dim == 32 and embedder.domain == "rgb"
+    patches = [np.random.default_rng(i).integers(0, 255, (40 + i, 50, 3), dtype=np.uint8) for i in range(6)]
+    vectors = embedder.embed(patches)  # 2 batches of 4 + remainder
+    assert vectors.shape == (6, 32) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+    # Same numbers as the in-memory model on the same preprocessed input.
+    x = torch.from_numpy(np.stack([embedder._prepare(p) for p in patches[:1]]))
+    with torch.no_grad():
+        ref = model.encode_image(x)
+    ref = (ref / ref.norm(dim=-1, keepdim=True)).numpy()
+    np.testing.assert_allclose(vectors[:1], ref, atol=1e-5)
+
+
+def test_open_clip_local_dir_and_hf_image_encoder(open_clip_checkpoint, hf_checkpoint):
+    _, weights, folder, _ = open_clip_checkpoint
+    local = ClipEmbedder.from_config(clip_config(folder).retrieval)
+    file_based = ClipEmbedder.from_config(clip_config(weights, open_clip_checkpoint[0]).retrieval)
+    patch = [np.full((30, 30, 3), 128, np.uint8)]
+    np.testing.assert_allclose(local.embed(patch), file_based.embed(patch), atol=1e-5)
+    hf = ClipEmbedder.from_config(clip_config(hf_checkpoint).retrieval)  # finds image_encoder/
+    assert hf.dim == 16 and hf.embed(patch).shape == (1, 16)
+    assert hf.signature != local.signature
+
+
+def test_clip_errors_are_one_line(tmp_path, open_clip_checkpoint):
+    with pytest.raises(ClipLoadError, match="clip_checkpoint"):
+        ClipEmbedder.from_config(load_config(overrides=["retrieval.backend=clip"]).retrieval)
+    with pytest.raises(ClipLoadError, match="does not exist"):
+        ClipEmbedder.from_config(clip_config(tmp_path / "nope.pt").retrieval)
+    with pytest.raises(ClipLoadError, match="unknown open_clip architecture"):
+        ClipEmbedder.from_config(clip_config(open_clip_checkpoint[1], "NoSuchArch").retrieval)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ClipLoadError, match="neither"):
+        ClipEmbedder.from_config(clip_config(tmp_path / "empty").retrieval)
+
+
+def test_store_with_clip_refuses_descriptor_queries(tmp_path, hf_checkpoint):
+    refs = make_pool(tmp_path / "refs", shapes=("ball", "box"))
+    cfg = clip_config(hf_checkpoint)
+    store = ReferenceStore.build(refs, tmp_path / "index", cfg)
+    assert store.info["embedder"]["name"] == "clip" and store.embeddings.shape[1] == 16
+    lines, page = query("ball")
+    result = store.search(lines, page, 2)
+    assert len(result["references"]) == 2 and len(result["quadrants"]) == 4
+    assert ReferenceStore.open(tmp_path / "index").info["embedder"]["name"] == "clip"
+    with pytest.raises(EmbedderMismatchError, match="clip"):
+        ReferenceStore.open(tmp_path / "index", load_config(overrides=FAST))

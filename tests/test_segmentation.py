@@ -1,0 +1,76 @@
+"""Region segmentation: gap closing, thin and colored strokes, reference regions."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from chromaflow.models.segmentation import (
+    build_palette, quantize, segment_line_art, segment_reference)
+
+
+def test_gap_in_stroke_does_not_merge_regions():
+    lines = np.full((120, 200), 255, np.uint8)
+    cv2.rectangle(lines, (10, 10), (190, 110), 0, 3)
+    lines[10:111, 99:102] = 0  # divider...
+    lines[58:62, 99:102] = 255  # ...with a 4-px gap
+    plain_count, _ = cv2.connectedComponents((lines > 127).astype(np.uint8), connectivity=4)
+    seg = segment_line_art(lines, radius=3)
+    left, right = seg.labels[60, 50], seg.labels[60, 150]
+    assert plain_count - 1 == 2  # plain connectivity: inside + outside (leaks through the gap)
+    assert left != right and left > 0 and right > 0
+    assert not seg.touches_border[left] and seg.touches_border[seg.labels[2, 2]]
+    # The gap itself belongs to one of the two sides, not to a third region.
+    assert seg.labels[60, 100] in (left, right)
+
+
+def test_one_pixel_diagonal_stroke_separates_regions():
+    lines = np.full((50, 50), 255, np.uint8)
+    for i in range(50):
+        lines[i, i] = 0  # 8-connected 1-px diagonal
+    seg = segment_line_art(lines, radius=1.5)
+    assert seg.labels[5, 40] != seg.labels[40, 5]
+
+
+def test_colored_trace_line_is_a_border():
+    page = np.full((80, 80, 3), 255, np.uint8)
+    cv2.rectangle(page, (5, 5), (75, 75), (0, 0, 0), 1)
+    cv2.line(page, (5, 40), (75, 40), (255, 0, 0), 1)  # red shadow border
+    from chromaflow.models.lines import extract_lines
+
+    lines = extract_lines(page).lines
+    seg = segment_line_art(lines, radius=1.5)
+    assert seg.labels[20, 40] != seg.labels[60, 40]
+
+
+def test_reference_regions_by_flat_color():
+    ref = np.full((60, 60, 3), 255, np.uint8)
+    ref[10:30, 10:50] = (200, 40, 60)
+    ref[35:55, 10:50] = (40, 60, 190)
+    ref[35:55, 28:31] = (0, 0, 0)
+    lines = np.full((60, 60), 255, np.uint8)
+    lines[35:55, 28:31] = 0
+    palette = build_palette([ref], [lines > 127])
+    assert {tuple(c) for c in palette.rgb} == {(255, 255, 255), (200, 40, 60), (40, 60, 190)}
+    index = quantize(ref, palette)
+    assert tuple(palette.rgb[index[20, 20]]) == (200, 40, 60)
+    seg, colors = segment_reference(ref, lines, palette)
+    # white background, the red block, and the blue block split in two by the stroke
+    assert seg.count - 1 == 4
+    assert tuple(palette.rgb[colors[seg.labels[45, 15]]]) == (40, 60, 190)
+    assert seg.labels[45, 15] != seg.labels[45, 45]
+
+
+def test_coarse_pass_splits_a_fill_that_leaks_through_a_wide_gap():
+    from chromaflow.models.segmentation import split_leaky_regions
+
+    lines = np.full((200, 200), 255, np.uint8)
+    cv2.rectangle(lines, (50, 50), (150, 150), 0, 3)
+    lines[95:107, 148:153] = 255  # 12-px gap in the right side
+    seg = segment_line_art(lines, radius=1.5)
+    assert seg.labels[100, 100] == seg.labels[5, 5]  # the fine pass leaks: inside == outside
+    split = split_leaky_regions(seg, radius=8)
+    inside = split.labels[100, 100]
+    assert inside != split.labels[5, 5] and not split.touches_border[inside]
+    assert split.touches_border[split.labels[5, 5]]
+    assert split_leaky_regions(seg, radius=0) is seg
