@@ -32,10 +32,13 @@ console = Console(stderr=True)
 def _user_errors() -> tuple[type[Exception], ...]:
     from chromaflow.config import ConfigError
     from chromaflow.retrieval.references import ReferenceFolderError
+    from chromaflow.retrieval.store import StoreError
+    from chromaflow.storage.eval_dataset import EvalDatasetError
     from chromaflow.storage.images import ImageError
     from chromaflow.storage.sources import SourceError
 
-    return (ConfigError, SourceError, ReferenceFolderError, ImageError, FileNotFoundError)
+    return (ConfigError, SourceError, ReferenceFolderError, ImageError, EvalDatasetError, StoreError,
+            FileNotFoundError)
 
 
 def _fail(message: str, code: int = 2) -> None:

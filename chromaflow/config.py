@@ -131,7 +131,7 @@ class ColorizeConfig(_Section):
 
 class UpscaleConfig(_Section):
     backend: str = "guided_filter"
-    radius: int = Field(4, ge=1)
+    radius: int = Field(2, ge=1)
     eps: float = Field(1e-4, gt=0)
 
 

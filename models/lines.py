@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from chromaflow.config import LinesConfig
+from chromaflow.storage.images import resize_longest
 
 LINEART, GRAY, COLOR = "lineart", "gray", "color"
 DARK_INK_LEVEL = 40  # gray level below which a pixel of a gray/color page is ink
@@ -30,7 +31,7 @@ class LineArt:
 
 def classify_page(rgb: np.ndarray) -> str:
     """Line art is nearly two-toned (paper and ink); gray pages have no chroma; the rest is color."""
-    small = _downscale(rgb, 512)
+    small = resize_longest(rgb, 512)
     hsv = cv2.cvtColor(small, cv2.COLOR_RGB2HSV)
     colored = (hsv[..., 1] > 40) & (hsv[..., 2] > 40)
     if colored.mean() > 0.02:
@@ -38,14 +39,6 @@ def classify_page(rgb: np.ndarray) -> str:
     gray = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
     two_tone = ((gray > 200) | (gray < 80)).mean()
     return LINEART if two_tone > 0.93 else GRAY
-
-
-def _downscale(img: np.ndarray, longest: int) -> np.ndarray:
-    h, w = img.shape[:2]
-    scale = longest / max(h, w)
-    if scale >= 1:
-        return img
-    return cv2.resize(img, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
 
 
 def xdog(gray: np.ndarray, cfg: LinesConfig) -> np.ndarray:
@@ -88,7 +81,7 @@ def extract_lines(rgb: np.ndarray, cfg: LinesConfig | None = None) -> LineArt:
     cfg = cfg or LinesConfig()
     kind = classify_page(rgb)
     h, w = rgb.shape[:2]
-    work = _downscale(rgb, cfg.work_size)
+    work = resize_longest(rgb, cfg.work_size)
     gray = cv2.cvtColor(work, cv2.COLOR_RGB2GRAY)
     if kind == LINEART:
         # Already ink on paper: keep anti-aliased strokes, just clean the paper.

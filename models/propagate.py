@@ -12,6 +12,8 @@ colorizer for the pipeline's actors, remembering the last result per scene_id.
 
 from __future__ import annotations
 
+import dataclasses
+
 import cv2
 import numpy as np
 
@@ -80,8 +82,7 @@ class TemporalColorizer:
         if previous is not None and previous.color.shape[:2] == request.lines.shape:
             top = max([r.score for r in request.references], default=1.0)
             previous.score = self.previous_weight * max(top, 1e-3)
-            request = ColorizeRequest(request.key, request.page, request.lines, request.kind,
-                                      [previous] + list(request.references), request.identities, request.scene_id)
+            request = dataclasses.replace(request, references=[previous] + list(request.references))
         out = self.inner.colorize(request)
         # One scene at a time is remembered: frames arrive in order.
         self._last = {request.scene_id: Reference("", request.key, background_cleaned(out, request.lines),

@@ -22,6 +22,8 @@ from chromaflow.storage.shards import ShardResult, json_bytes, run_stage_shard
 
 from .colorizers.base import ColorizeRequest, Colorizer, Reference
 from .lines import extract_lines
+from .panels import crop
+from .propagate import TemporalColorizer
 from .upscale import LIGHTNESS_BY_KIND, guided_upsample
 
 
@@ -51,39 +53,60 @@ class ReferenceSource(Protocol):
 def run_color_shard(job: JobDir, shard: int, config: Config, colorizer: Colorizer,
                     references: ReferenceSource) -> ShardResult:
     """Colorize one shard with the job's reference store (its fingerprint is part of the
-    cache key, so new references recolor the job)."""
+    cache key, so new references recolor the job). Episode frames go through a
+    TemporalColorizer that is fresh for every shard, so a shard's result never depends
+    on which actor colorized which shard before it."""
+    if job.read_info().get("kind") == "episode":
+        colorizer = TemporalColorizer(colorizer)
 
-    def request_for(key: str, inputs: dict) -> ColorizeRequest:
+    def requests_for(key: str, inputs: dict) -> tuple[np.ndarray, list[tuple[tuple, ColorizeRequest]]]:
+        """The page at work size and one request per panel (retrieval found the panels)."""
         frame_meta = json.loads(inputs["frames"]["json"])
         lines = decode_png(inputs["lines"]["png"], gray=True)
+        kind = json.loads(inputs["lines"]["json"])["kind"]
         page = resize_longest(decode_png(inputs["frames"]["png"]), config.colorize.work_size)
         retrieved = json.loads(inputs["retrieval"]["json"])
-        refs = []
-        for entry in retrieved.get("references", []):
-            ref = references.load_reference(entry["name"])
-            ref.score = float(entry.get("score", ref.score))
-            refs.append(ref)
-        quadrants = retrieved.get("quadrants") if getattr(colorizer, "uses_quadrant_patches", False) else None
-        patches = ([[references.load_patch(hit["name"], hit["box"]) for hit in hits] for hits in quadrants]
-                   if quadrants else None)
-        return ColorizeRequest(key=key, page=page, lines=lines, kind=json.loads(inputs["lines"]["json"])["kind"],
-                               references=refs, identities=list(retrieved.get("identities", [])),
-                               scene_id=int(frame_meta.get("scene_id", 0)), quadrant_patches=patches)
+        panels = retrieved.get("panels") or [{"box": [0, 0, lines.shape[1], lines.shape[0]], **retrieved}]
+        out = []
+        for i, panel in enumerate(panels):
+            box = tuple(panel["box"])
+            refs = []
+            for entry in panel.get("references", []):
+                ref = references.load_reference(entry["name"])
+                ref.score = float(entry.get("score", ref.score))
+                refs.append(ref)
+            quadrants = panel.get("quadrants") if getattr(colorizer, "uses_quadrant_patches", False) else None
+            patches = ([[references.load_patch(hit["name"], hit["box"]) for hit in hits] for hits in quadrants]
+                       if quadrants else None)
+            out.append((box, ColorizeRequest(
+                key=key if len(panels) == 1 else f"{key}-panel{i}", page=crop(page, box), lines=crop(lines, box),
+                kind=kind, references=refs, identities=list(panel.get("identities", [])),
+                scene_id=int(frame_meta.get("scene_id", 0)), quadrant_patches=patches)))
+        return page, out
 
     def process_batch(items: list[tuple[str, dict]]) -> list[dict]:
-        requests = [request_for(key, inputs) for key, inputs in items]
-        if len(requests) > 1:
-            colors = colorizer.colorize_batch(requests)
+        pages = [requests_for(key, inputs) for key, inputs in items]
+        requests = [request for _, panels in pages for _, request in panels]
+        if len(requests) > 1 and hasattr(colorizer, "colorize_batch"):
+            colors = iter(colorizer.colorize_batch(requests))
         else:
-            colors = [colorizer.colorize(requests[0])]
+            colors = iter([colorizer.colorize(r) for r in requests])
         outputs = []
-        for request, color in zip(requests, colors):
-            if color.shape[:2] != request.lines.shape[:2]:
-                raise ValueError(f"{config.colorize.backend} returned {color.shape[:2]}, "
-                                 f"expected {request.lines.shape[:2]}")
-            meta = {"backend": config.colorize.backend, "kind": request.kind, "identities": request.identities,
-                    "references": [r.name for r in request.references]}
-            outputs.append({"png": encode_png(color), "json": json_bytes(meta)})
+        for page, panels in pages:
+            # Gutters and frames stay as drawn; every panel gets its colorization.
+            result = page.copy()
+            for (x0, y0, x1, y1), request in panels:
+                color = next(colors)
+                if color.shape[:2] != request.lines.shape[:2]:
+                    raise ValueError(f"{config.colorize.backend} returned {color.shape[:2]}, "
+                                     f"expected {request.lines.shape[:2]}")
+                result[y0:y1, x0:x1] = color
+            requests_of_page = [r for _, r in panels]
+            meta = {"backend": config.colorize.backend, "kind": requests_of_page[0].kind,
+                    "identities": sorted({i for r in requests_of_page for i in r.identities}),
+                    "references": sorted({ref.name for r in requests_of_page for ref in r.references}),
+                    "panels": len(panels)}
+            outputs.append({"png": encode_png(result), "json": json_bytes(meta)})
         return outputs
 
     batch = int(getattr(colorizer, "batch_pages", 1)) if hasattr(colorizer, "colorize_batch") else 1

@@ -50,9 +50,9 @@ def guided_upsample(color: np.ndarray, page: np.ndarray, cfg: UpscaleConfig | No
     lab = cv2.cvtColor(up, cv2.COLOR_RGB2LAB).astype(np.float32) / 255.0
     page_lab = cv2.cvtColor(page, cv2.COLOR_RGB2LAB).astype(np.float32) / 255.0
     guide = page_lab[..., 0]
-    # Scale the radius with the upscale factor: the filter must span the interpolation blur.
-    factor = max(h / color.shape[0], w / color.shape[1])
-    radius = max(1, int(round(cfg.radius * max(1.0, factor))))
+    # The radius is in full-resolution pixels and kept small: where the page has no stroke
+    # to snap to (flat paper), the filter degenerates to a box blur of about 2 * radius.
+    radius = cfg.radius
     out = np.empty_like(lab)
     out[..., 1:] = guided_filter(guide, lab[..., 1:], radius, cfg.eps)
     if lightness == "page":

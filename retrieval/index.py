@@ -20,7 +20,6 @@ the index on disk is always the CPU version (GPU indexes cannot be written).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import os
@@ -31,6 +30,7 @@ import faiss
 import numpy as np
 
 from chromaflow.storage.atomic import atomic_path
+from chromaflow.storage.shards import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -182,19 +182,11 @@ def to_search_device(index: faiss.Index, use_gpu: str | bool = "auto") -> faiss.
     return gpu_index
 
 
-def sha256_of(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def write_index(index: faiss.Index, path: str | Path) -> str:
     """Write atomically; returns the file's sha256 for the metadata."""
     with atomic_path(path) as tmp:
         faiss.write_index(index, str(tmp))
-    return sha256_of(path)
+    return sha256_file(path)
 
 
 def read_index(path: str | Path, expected_sha256: str) -> faiss.Index:
@@ -202,7 +194,7 @@ def read_index(path: str | Path, expected_sha256: str) -> faiss.Index:
     path = Path(path)
     if not path.exists():
         raise IndexIntegrityError(f"{path}: index file is missing")
-    actual = sha256_of(path)
+    actual = sha256_file(path)
     if actual != expected_sha256:
         raise IndexIntegrityError(f"{path}: index file is corrupted (sha256 {actual[:12]}..., "
                                   f"metadata says {expected_sha256[:12]}...)")

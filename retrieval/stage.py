@@ -3,8 +3,13 @@ each page's line art and store what was found (references, quadrant patches, ass
 identities, and with `retrieval.store_canvas` the ColorFlow canvas) in the `retrieval/`
 shard set.
 
-Pages of a chapter are searched in one batch; frames of an episode are searched per
-scene so that a scene keeps one identity assignment (no flicker between characters).
+Manga pages are split into panels (models/panels.py) and each panel is searched as a
+drawing of its own: a page with two characters in two panels gets each one's references.
+Frames of an episode are searched per scene so that a scene keeps one identity
+assignment (no flicker between characters).
+
+Sample JSON: {"panels": [{"box": [x0, y0, x1, y1], <search result>}, ...]} plus the
+page-level union of `references` (best first) and `identities`, for reports.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import json
 from itertools import groupby
 
 from chromaflow.config import Config
+from chromaflow.models.panels import crop, panels_or_page
 from chromaflow.storage.images import decode_png, resize_longest
 from chromaflow.storage.job import STAGE_CONFIG, JobDir
 from chromaflow.storage.shards import ShardResult, json_bytes, run_stage_shard
@@ -35,6 +41,23 @@ def open_store(job: JobDir, config: Config | None = None) -> ReferenceStore:
     return _stores[key]
 
 
+def whole_image(image) -> tuple[int, int, int, int]:
+    return (0, 0, image.shape[1], image.shape[0])
+
+
+def page_result(panels: list[tuple[tuple, dict]]) -> dict:
+    """Per-panel results plus the page-level union of references and identities."""
+    best: dict[str, dict] = {}
+    identities: list[str] = []
+    for _, result in panels:
+        for ref in result.get("references", []):
+            if ref["name"] not in best or ref["score"] > best[ref["name"]]["score"]:
+                best[ref["name"]] = ref
+        identities += [i for i in result.get("identities", []) if i not in identities]
+    return {"panels": [{"box": list(box), **result} for box, result in panels],
+            "references": sorted(best.values(), key=lambda r: -r["score"]), "identities": identities}
+
+
 def run_retrieval_shard(job: JobDir, shard: int, config: Config) -> ShardResult:
     store = open_store(job, config)
     top_k = config.retrieval.top_k
@@ -51,16 +74,18 @@ def run_retrieval_shard(job: JobDir, shard: int, config: Config) -> ShardResult:
             for _, scene in groupby(pages, key=lambda p: p[2]["scene_id"]):
                 scene = list(scene)
                 wanted = identities_for_page(config.retrieval, scene[0][2]["index"] + 1)
-                found += store.search_scene([(lines, page) for lines, page, _ in scene], top_k, wanted)
+                results = store.search_scene([(lines, page) for lines, page, _ in scene], top_k, wanted)
+                found += [page_result([(whole_image(lines), r)]) for (lines, _, _), r in zip(scene, results)]
         else:
             for lines, page, meta in pages:
                 wanted = identities_for_page(config.retrieval, meta["index"] + 1)
-                found.append(store.search(lines, page, top_k, wanted))
+                found.append(page_result([(box, store.search(crop(lines, box), crop(page, box), top_k, wanted))
+                                          for box in panels_or_page(lines)]))
         outputs = []
         for (lines, page, _), result in zip(pages, found):
             sample = {"json": json_bytes(result)}
             if config.retrieval.store_canvas:
-                sample.update(canvas_sample(store, result, page))
+                sample.update(canvas_sample(store, result["panels"][0], crop(page, result["panels"][0]["box"])))
             outputs.append(sample)
         return outputs
 

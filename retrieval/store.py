@@ -41,6 +41,7 @@ from chromaflow.models.colorizers.base import Reference
 from chromaflow.models.lines import extract_lines
 from chromaflow.storage.atomic import atomic_path, write_bytes, write_json
 from chromaflow.storage.images import ImageError, decode_image, decode_png, encode_png, resize_longest
+from chromaflow.storage.shards import sha256_file
 
 from . import index as faiss_index
 from .embedders import Embedder, build_embedder
@@ -266,7 +267,7 @@ class ReferenceStore:
                 f"{embedder.signature}; rebuild the index with `chromaflow index` or use the matching retrieval settings")
         for name in (PATCHES_TABLE, EMBEDDINGS):
             path = root / info["files"][name]
-            if not path.exists() or faiss_index.sha256_of(path) != info["sha256"][name]:
+            if not path.exists() or sha256_file(path) != info["sha256"][name]:
                 raise StoreError(f"{path}: missing or corrupted (checksum mismatch); rebuild with `chromaflow index`")
         table = pq.read_table(root / info["files"][PATCHES_TABLE])
         embeddings = np.load(root / info["files"][EMBEDDINGS], allow_pickle=False)
@@ -487,7 +488,7 @@ def _write_versioned(out: Path, logical: str, writer) -> tuple[str, str]:
     partial = out / f"{stem}.partial.{suffix}"
     with atomic_path(partial) as tmp:
         writer(tmp)
-    sha = faiss_index.sha256_of(partial)
+    sha = sha256_file(partial)
     name = f"{stem}.{sha[:16]}.{suffix}"
     os.replace(partial, out / name)
     return name, sha
@@ -528,7 +529,7 @@ def _previous_vectors(out: Path, config_hash: str) -> dict[str, _Prepared]:
         if info.get("format") != STORE_FORMAT or info.get("config_hash") != config_hash:
             return {}
         for name in (PATCHES_TABLE, EMBEDDINGS):
-            if faiss_index.sha256_of(out / info["files"][name]) != info["sha256"][name]:
+            if sha256_file(out / info["files"][name]) != info["sha256"][name]:
                 log.warning("%s: checksum mismatch; embedding all references again", out / info["files"][name])
                 return {}
         table = pq.read_table(out / info["files"][PATCHES_TABLE]).to_pydict()

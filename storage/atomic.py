@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 TMP_MARK = ".chromaflow-tmp-"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 @contextmanager
@@ -23,6 +25,8 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=TMP_MARK + target.name + ".", dir=target.parent)
+    # mkstemp makes owner-only files; outputs get the usual umask-based permissions.
+    os.fchmod(fd, 0o666 & ~_UMASK)
     os.close(fd)
     tmp_path = Path(tmp)
     try:

@@ -9,6 +9,7 @@ with a one-line message that names the file.
 from __future__ import annotations
 
 import io
+import re
 import warnings
 
 import cv2
@@ -31,7 +32,9 @@ def decode_image(data: bytes, name: str, max_pixels: int = 200_000_000, max_side
     try:
         img = Image.open(io.BytesIO(data))
     except Exception as exc:  # Pillow raises several types for unknown/corrupt headers
-        raise ImageError(f"{name}: not a readable image ({type(exc).__name__}: {exc})") from None
+        # Pillow's text names the in-memory buffer (<_io.BytesIO object at 0x...>): drop it.
+        detail = re.sub(r"\s*<_io\.BytesIO object at 0x[0-9a-f]+>", "", str(exc))
+        raise ImageError(f"{name}: not a readable image ({type(exc).__name__}: {detail})") from None
     w, h = img.size
     if w > max_side or h > max_side or w * h > max_pixels:
         raise ImageError(
@@ -104,11 +107,11 @@ def encode_jpeg(rgb: np.ndarray, quality: int = 85) -> bytes:
     return buf.tobytes()
 
 
-def resize_longest(img: np.ndarray, longest: int) -> np.ndarray:
+def resize_longest(img: np.ndarray, longest: int, interpolation: int = cv2.INTER_AREA) -> np.ndarray:
     """Scale down so the longest side is at most `longest` (never up)."""
     h, w = img.shape[:2]
     scale = longest / max(h, w)
     if scale >= 1:
         return img
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return cv2.resize(img, size, interpolation=cv2.INTER_AREA)
+    return cv2.resize(img, size, interpolation=interpolation)

@@ -50,7 +50,8 @@ def write_png(path: Path, rgb: np.ndarray) -> Path:
 def make_refs(root: Path, identities=("alice", "bob")) -> Path:
     for name in identities:
         for i, (dx, scale) in enumerate([(0, 1.0), (15, 0.85)]):
-            write_png(root / name / f"{name}_{i}.png", draw_character(PALETTES[name], dx=dx, scale=scale))
+            # References are character art without panel frames (model sheets, colored frames).
+            write_png(root / name / f"{name}_{i}.png", draw_character(PALETTES[name], dx=dx, scale=scale, frame=False))
     return root
 
 

@@ -72,7 +72,7 @@ def test_chapter_end_to_end_then_cached_rerun(prefect_harness, ray_cluster, tmp_
 
     # A config change that only touches upscaling recomputes only the final stage.
     third = colorize_chapter(source=str(chapter_dir), refs=str(refs_dir), out=str(out),
-                             overrides=["job.shard_size=2", "upscale.radius=2"])
+                             overrides=["job.shard_size=2", "upscale.radius=5"])
     assert third["computed"] == 3 and third["cached"] == 3 * 3
 
 

@@ -31,7 +31,9 @@ def available_backends() -> list[str]:
 def build_colorizer(config: "Config") -> Colorizer:
     name = config.colorize.backend
     if name not in BACKENDS and ":" not in name:
-        raise ValueError(f"unknown colorize backend {name!r}; available: {', '.join(available_backends())} "
+        from chromaflow.config import ConfigError
+
+        raise ConfigError(f"unknown colorize backend {name!r}; available: {', '.join(available_backends())} "
                          f"(or a plugin as module:Class)")
     module_name, _, attr = BACKENDS.get(name, name).partition(":")
     factory = getattr(importlib.import_module(module_name), attr)

@@ -33,6 +33,7 @@ from scipy import ndimage
 from scipy.optimize import linear_sum_assignment
 
 from chromaflow.config import ColorizeConfig, Config
+from chromaflow.storage.images import resize_longest
 from chromaflow.models.segmentation import (
     BALL_RADIUS_SHARE, MIN_BALL_RADIUS, Palette, Segmentation, build_palette, ink_mask, quantize, segment_line_art,
     segment_reference, split_leaky_regions)
@@ -330,11 +331,7 @@ ANALYSIS_SIZE = 640  # longest side at which references are analysed and votes a
 
 def _analysis_size(img: np.ndarray, longest: int) -> np.ndarray:
     """Nearest-neighbor downscale: flat colors stay exact palette colors."""
-    h, w = img.shape[:2]
-    scale = longest / max(h, w)
-    if scale >= 1:
-        return img
-    return cv2.resize(img, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_NEAREST)
+    return resize_longest(img, longest, cv2.INTER_NEAREST)
 
 
 def _nearest_fill(values: np.ndarray, known: np.ndarray) -> np.ndarray:
