@@ -215,15 +215,20 @@ def index(
     config: Optional[Path] = typer.Option(None, "--config"),
     set_: list[str] = typer.Option([], "--set"),
 ) -> None:
-    """Build or update a reference index."""
+    """Build or update a reference index (flow build-reference-index)."""
     from chromaflow.config import load_config
-    from chromaflow.retrieval.store import ReferenceStore
+    from chromaflow.flows.build_index import build_reference_index
 
     try:
-        store = ReferenceStore.build(refs, out, load_config(config, set_))
+        load_config(config, set_)  # validate before Prefect starts
+        summary = build_reference_index(str(refs), str(out), str(config) if config else None, set_)
     except _user_errors() as exc:
         _fail(str(exc))
-    console.print(f"index: {out} · identities: {', '.join(i or '(unnamed)' for i in store.identities)}")
+    for problem in summary["skipped"]:
+        console.print(f"[yellow]skipped:[/yellow] {problem}", highlight=False, soft_wrap=True)
+    console.print(f"index: {out} · {summary['references']} references ({summary['reused_references']} reused) · "
+                  f"{summary['patches']} patches · {summary['index_kind']} · identities: "
+                  f"{', '.join(summary['identities'])}", highlight=False, soft_wrap=True)
 
 
 @app.command()

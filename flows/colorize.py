@@ -65,17 +65,20 @@ def run_pipeline(job: JobDir, config: Config) -> JobSummary:
     removed = remove_stale_temp_files(job.root)
     if removed:
         logger.info("removed %d temp files left by an interrupted run", removed)
-    # Actors start loading (asynchronously) while ingest and retrieval run, unless an
-    # earlier run already finished every shard (a rerun then needs no Ray at all). Ray is
-    # started from this thread on purpose: Ray ties its daemons' lives to the starting
-    # *thread* (PR_SET_PDEATHSIG), so a short-lived helper thread would take it along.
-    pool = None if all_shards_finished(job) else StagePool(config)
     retries = {"retries": config.prefect.task_retries, "retry_delay_seconds": config.prefect.retry_delay_seconds}
     summary = JobSummary(job_root=root, name=job.name, kind=info["kind"])
+    finished_before = all_shards_finished(job)
+    ingest_future = ingest_task.with_options(**retries).submit(info["source"], root, cfg)
+    store_future = reference_store_task.with_options(**retries).submit(info["refs"], root, cfg)
+    # Ray and the actors (which load the models) start while ingest runs, unless an earlier
+    # run finished every shard (a rerun then needs no Ray at all). Ray is started from this
+    # thread on purpose: Ray ties its daemons' lives to the starting *thread*
+    # (PR_SET_PDEATHSIG), so a short-lived helper thread would take the cluster along.
+    pool = None if finished_before else StagePool(config)
     try:
-        ingested = ingest_task.with_options(**retries)(info["source"], root, cfg)
+        ingested = ingest_future.result()
         summary.add_ingest(ingested)
-        reference_store_task.with_options(**retries)(info["refs"], root, cfg)
+        store_future.result()
         shards = list(range(ingested["num_shards"]))
         progress = create_progress_artifact(0.0, key=_artifact_key(job, "progress"),
                                             description=f"{job.name}: shard stages done")

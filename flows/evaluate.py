@@ -65,12 +65,20 @@ def run_evaluation(dataset: str | Path, out: str | Path, config: Config, backend
                 grid_rows.append(row)
     if not any(results.values()):
         problems.append(f"{dataset}: no evaluable pairs (every identity needs two readable views)")
+    # Identity retrieval (issue 4): line art of view i against every identity's colored
+    # views without view i; needs two identities to mean anything.
+    retrieval = {}
+    if len(data.identities) >= 2:
+        from chromaflow.retrieval.evaluation import retrieval_topk_accuracy
+
+        retrieval = retrieval_topk_accuracy(dataset, config)
     mean_f1 = float(np.mean(line_f1)) if line_f1 else float("nan")
     mean_f1_gray = float(np.mean(line_f1_gray)) if line_f1_gray else float("nan")
     metrics = sanitize({
         "dataset": str(dataset),
         "backends": {b: aggregate(rs, mean_f1, mean_f1_gray) for b, rs in results.items()},
         "kinds": {b: aggregate_kinds(rs) for b, rs in results.items()},
+        **{k: retrieval[k] for k in ("retrieval_top1", "retrieval_top3") if k in retrieval},
         "problems": problems,
         "config_hash": config.section_hash("lines", "colorize"),
     })

@@ -11,7 +11,7 @@ Index kind by pool size (`retrieval.index`):
   `pq`   PQ{d/2}x4fs,RFlat: 4-bit product-quantization fast-scan over all vectors, then the
          best `pq_refine_factor * k` are re-ranked exactly. Needs no structure in the data
          (the only approximate kind that keeps recall on unstructured vectors, see
-         docs/benchmarks-retrieval.md) and keeps a full copy of the vectors.
+         docs/benchmarks.md) and keeps a full copy of the vectors.
 
 `auto` applies that rule; `flat`, `ivf`, `hnsw`, `pq` force a kind. A GPU copy is made for
 search when faiss was built with GPU support and a GPU is visible (faiss-gpu wheel);
@@ -122,7 +122,7 @@ def _sample(vectors: np.ndarray, count: int, seed: int) -> np.ndarray:
 def pq_m(dim: int, cfg) -> int:
     """Sub-quantizers (4 bits each): config value, or one per 2 dimensions (rounded to a
     divisor of dim); 2 dims per code keeps recall >= 0.95 at refine 16-32 even on
-    unstructured vectors (docs/benchmarks-retrieval.md)."""
+    unstructured vectors (docs/benchmarks.md)."""
     if cfg.pq_m:
         if dim % cfg.pq_m:
             raise ValueError(f"retrieval.pq_m={cfg.pq_m} does not divide the embedding size {dim}")

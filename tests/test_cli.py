@@ -45,6 +45,15 @@ def test_missing_source_and_refs(tmp_path, refs_dir):
     assert result.exit_code == 2 and "not a chromaflow job folder" in result.output
 
 
+def test_index_command_builds_then_reuses(prefect_harness, tmp_path, refs_dir):
+    args = ["index", str(refs_dir), "--out", str(tmp_path / "index")]
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0, first.output
+    assert "4 references (0 reused)" in first.output and "alice" in first.output and "bob" in first.output
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0 and "4 references (4 reused)" in again.output
+
+
 def _files(job: JobDir) -> dict[str, tuple[int, str]]:
     out = {}
     for stage in STAGES:

@@ -62,6 +62,8 @@ def test_run_evaluation_outputs_and_protocol(mini_dataset, tmp_path):
     assert region["flat_color_accuracy"] > 0.9
     assert region["flat_color_accuracy"] > palette["flat_color_accuracy"] + 0.1
     assert metrics["kinds"]["region"]["recolor"]["flat_color_accuracy"] > 0.95
+    # two identities: identity retrieval is reported too
+    assert 0.0 <= metrics["retrieval_top1"] <= metrics["retrieval_top3"] <= 1.0
     table = pq.read_table(tmp_path / "out" / "metrics.parquet")
     assert table.num_rows == 27 and set(table.column("backend").to_pylist()) == set(backends)
     html = (tmp_path / "out" / "report.html").read_text()
