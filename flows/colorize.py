@@ -25,6 +25,7 @@ from chromaflow.retrieval.references import scan_reference_folder
 from chromaflow.storage.atomic import remove_stale_temp_files
 from chromaflow.models.stages import stage_config_hash
 from chromaflow.storage.job import JobDir, safe_job_name
+from chromaflow.storage.report import before_after_uri
 from chromaflow.storage.shards import input_fingerprint, is_done, read_stats
 from chromaflow.storage.sources import CHAPTER, EPISODE, SourceError, source_kind
 from chromaflow.tasks.job import export_task, ingest_task, reference_store_task
@@ -170,9 +171,14 @@ def _publish_artifacts(job: JobDir, summary: JobSummary) -> None:
                               key=_artifact_key(job, "identities"), description=f"{job.name}: identities per page")
     pages = summary.pages[:4]
     if pages:
+        # Image artifacts need a public URL; the job's pages are local, so the before/after
+        # pairs travel inside the markdown as small JPEG data URIs.
         lines = [f"### {job.name}: before / after (first {len(pages)} pages)", ""]
-        lines += [f"- {p['source']}: identities {', '.join(p['identities']) or 'unknown'}" for p in pages]
-        lines += ["", f"Full contact sheet: `{summary.report}`"]
+        for page in pages:
+            pair = before_after_uri(job, page["key"])
+            lines += [f"**{page['source']}** · identities: {', '.join(page['identities']) or 'unknown'}", ""]
+            lines += [f"![before / after]({pair})", ""] if pair else []
+        lines += [f"Full contact sheet: `{summary.report}`"]
         create_markdown_artifact("\n".join(lines), key=_artifact_key(job, "before-after"))
     if summary.report:
         create_link_artifact(Path(summary.report).as_uri(), link_text="report.html", key=_artifact_key(job, "report"))

@@ -11,6 +11,9 @@ import html
 import json
 from pathlib import Path
 
+import cv2
+import numpy as np
+
 from .atomic import write_bytes
 from .images import decode_png, encode_jpeg, resize_longest
 from .job import JobDir
@@ -20,6 +23,23 @@ from .shards import read_shard, read_stats
 def thumbnail_uri(rgb, size: int) -> str:
     data = encode_jpeg(resize_longest(rgb, size), quality=80)
     return "data:image/jpeg;base64," + base64.b64encode(data).decode()
+
+
+def before_after_uri(job: JobDir, key: str, height: int = 240) -> str | None:
+    """One JPEG data URI with the original page and its colorization side by side."""
+    shard = int(key[1:]) // job.read_info()["config"]["job"]["shard_size"]
+    if read_stats(job, "final", shard) is None:
+        return None
+    before = _before_images(job, shard).get(key)
+    after = next((s for s in read_shard(job.shard_path("final", shard)) if s["__key__"] == key), None)
+    if before is None or after is None:
+        return None
+    a, b = decode_png(before["png"]), decode_png(after["png"])
+    scale = height / a.shape[0]
+    size = (max(1, round(a.shape[1] * scale)), height)
+    pair = np.hstack([cv2.resize(a, size, interpolation=cv2.INTER_AREA),
+                      np.full((height, 8, 3), 255, np.uint8), cv2.resize(b, size, interpolation=cv2.INTER_AREA)])
+    return "data:image/jpeg;base64," + base64.b64encode(encode_jpeg(pair, quality=80)).decode()
 
 
 def _before_images(job: JobDir, shard: int) -> dict:

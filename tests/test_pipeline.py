@@ -62,6 +62,14 @@ def test_chapter_end_to_end_then_cached_rerun(prefect_harness, ray_cluster, tmp_
     table = pq.read_table(out / "manifest.parquet").to_pylist()
     assert len(table) == 3 * len(STAGES) and {r["status"] for r in table} == {"ok"}
     assert {p.name: p.read_bytes() for p in chapter_dir.iterdir()} == sources  # inputs untouched
+    # what the Prefect UI shows: per-shard table, identities, before/after images, progress
+    from prefect.artifacts import Artifact
+
+    shards_table = Artifact.get("chapter-shards")
+    assert shards_table is not None and '"final": "ok"' in shards_table.data
+    before_after = Artifact.get("chapter-before-after")
+    assert before_after.data.count("data:image/jpeg;base64,") == 4
+    assert Artifact.get("chapter-identities") is not None
 
     # An unchanged re-run does no work and rewrites nothing.
     before = mtimes(job)
