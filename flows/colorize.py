@@ -11,7 +11,6 @@ missing shards and what depends on them are computed.
 
 from __future__ import annotations
 
-import logging
 import time
 from pathlib import Path
 
@@ -20,20 +19,18 @@ from prefect.artifacts import (create_link_artifact, create_markdown_artifact, c
                                create_table_artifact, update_progress_artifact)
 
 from chromaflow.config import Config, load_config
+from chromaflow.flows.summary import JobIncomplete, JobSummary
+from chromaflow.models.stages import stage_config_hash
 from chromaflow.ray_pool import StagePool
 from chromaflow.retrieval.references import scan_reference_folder
 from chromaflow.storage.atomic import remove_stale_temp_files
-from chromaflow.models.stages import stage_config_hash
 from chromaflow.storage.job import JobDir, safe_job_name
+from chromaflow.storage.manifest import incomplete_pairs, write_manifest
 from chromaflow.storage.report import before_after_uri
 from chromaflow.storage.shards import input_fingerprint, is_done, read_stats
 from chromaflow.storage.sources import CHAPTER, EPISODE, SourceError, source_kind
 from chromaflow.tasks.job import export_task, ingest_task, reference_store_task
 from chromaflow.tasks.stages import colorize_task, extract_lines_task, retrieve_references_task, upscale_task
-
-from chromaflow.flows.summary import JobIncomplete, JobSummary
-
-log = logging.getLogger(__name__)
 
 SHARD_STAGES = ("lines", "retrieval", "color", "final")
 
@@ -213,6 +210,9 @@ def rerun_failed_shards(out: str) -> dict:
     job = JobDir.open(out)
     info = job.read_info()
     config = Config.model_validate(info["config"])
+    todo = incomplete_pairs(write_manifest(job)) if info.get("num_shards") else []
+    get_run_logger().info("%s: %d (shard, stage) pairs failed or missing%s", job.name, len(todo),
+                          (": " + ", ".join(f"{stage}/{shard:06d}" for shard, stage in todo[:20])) if todo else "")
     summary = run_pipeline(job, config)
     summary.raise_if_incomplete()
     return summary.to_dict()

@@ -6,7 +6,8 @@ interiors like any region; so pages are split into panels first and every panel 
 retrieved and colorized as a drawing of its own, while gutters and frames stay as drawn.
 
 A panel is a paper region of the line art that, with the holes inside it filled, is
-nearly a rectangle (frames are straight) and covers a sizeable share of the page.
+nearly a rectangle (frames are straight), covers a sizeable share of the page and has a
+drawing inside it (an empty box is part of a drawing, not a panel).
 Pages without such frames (a single illustration, a video frame) are one panel: the
 whole image.
 """
@@ -19,6 +20,7 @@ from scipy import ndimage
 
 MIN_PANEL_SHARE = 0.04  # of the page area
 MIN_RECTANGULARITY = 0.9  # filled area / bounding-box area
+MIN_DRAWING_SHARE = 0.01  # a panel holds a drawing: ink or enclosed regions inside it
 INSET = 2  # px taken off each side so the frame stroke stays outside the crop
 
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1
@@ -41,6 +43,8 @@ def find_panels(lines: np.ndarray) -> list[Box]:
         filled = ndimage.binary_fill_holes(region)
         if filled.mean() < MIN_RECTANGULARITY:
             continue
+        if 1.0 - region.sum() / filled.sum() < MIN_DRAWING_SHARE:
+            continue  # nothing drawn inside: a box that is part of a drawing (a shirt, a sign)
         panels.append((int(x) + INSET, int(y) + INSET, int(x + bw) - INSET, int(y + bh) - INSET))
     # Nested candidates (a framed inset inside a panel) belong to the outer panel.
     panels = [p for p in panels if not any(q != p and _contains(q, p) for q in panels)]

@@ -168,7 +168,6 @@ class ClipEmbedder:
 
     @classmethod
     def _from_hf(cls, folder: Path, device, dtype, batch_size: int):
-        import torch
         from transformers import CLIPVisionModelWithProjection
 
         try:

@@ -3,11 +3,9 @@ WebDataset shards and parquet manifests."""
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import zipfile
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -21,7 +19,7 @@ from chromaflow.ray_pool import ShardFailed, StagePool
 from chromaflow.storage.job import STAGES, JobDir
 from chromaflow.storage.manifest import read_manifest
 from chromaflow.storage.shards import read_failure, read_stats
-from synthetic import PALETTES, make_video
+from synthetic import make_video
 
 def colored_share(page: np.ndarray, line_art: np.ndarray) -> float:
     """Share of the line art's paper pixels that came out clearly colored (LAB chroma > 15):

@@ -216,3 +216,4 @@ def test_atomic_write_leaves_no_temp(tmp_path):
     assert not list(target.parent.glob(TMP_MARK + "*"))
     (target.parent / f"{TMP_MARK}f.bin.123").write_bytes(b"partial")
     assert remove_stale_temp_files(tmp_path) == 1
+
