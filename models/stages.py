@@ -16,7 +16,6 @@ from typing import Protocol
 import numpy as np
 
 from chromaflow.config import Config
-from chromaflow.retrieval.identity import UNKNOWN
 from chromaflow.storage.images import decode_png, encode_png, resize_longest
 from chromaflow.storage.job import STAGE_CONFIG, JobDir
 from chromaflow.storage.shards import ShardResult, json_bytes, run_stage_shard
@@ -39,18 +38,6 @@ def run_lines_shard(job: JobDir, shard: int, config: Config) -> ShardResult:
         return {"png": encode_png(art.lines), "json": json_bytes({"kind": art.kind})}
 
     return run_stage_shard(job, "lines", shard, stage_config_hash(config, "lines"), process)
-
-
-def references_for_panel(panel: dict) -> list[dict]:
-    """The retrieved references a panel is colorized from. A panel whose identity retrieval
-    could not settle ("unknown") is one drawing of one character, so mixing the palettes
-    of several characters is never right: keep the best reference's pool (and the unnamed
-    pool) instead of voting across characters."""
-    found = panel.get("references", [])
-    if panel.get("identities") != [UNKNOWN] or not found:
-        return found
-    best = found[0]["identity"]
-    return [r for r in found if r["identity"] in (best, "")]
 
 
 class ReferenceSource(Protocol):
@@ -84,7 +71,7 @@ def run_color_shard(job: JobDir, shard: int, config: Config, colorizer: Colorize
         for i, panel in enumerate(panels):
             box = tuple(panel["box"])
             refs = []
-            for entry in references_for_panel(panel):
+            for entry in panel.get("references", []):
                 ref = references.load_reference(entry["name"])
                 ref.score = float(entry.get("score", ref.score))
                 refs.append(ref)

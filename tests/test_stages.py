@@ -1,4 +1,4 @@
-"""Model-stage helpers: panel detection and per-panel reference choice."""
+"""Panel detection on line art."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import cv2
 import numpy as np
 
 from chromaflow.models.panels import find_panels, panels_or_page
-from chromaflow.models.stages import references_for_panel
 from synthetic import PALETTES, draw_character
 
 
@@ -33,11 +32,3 @@ def test_frameless_drawing_is_one_panel():
     assert find_panels(art) == []
     assert panels_or_page(art) == [(0, 0, art.shape[1], art.shape[0])]
 
-
-def test_unknown_identity_panel_keeps_one_pool():
-    refs = [{"name": "cat/a.png", "identity": "cat", "score": 0.8}, {"name": "dog/b.png", "identity": "dog", "score": 0.7},
-            {"name": "x.png", "identity": "", "score": 0.6}, {"name": "cat/c.png", "identity": "cat", "score": 0.5}]
-    unknown = {"identities": ["unknown"], "references": refs}
-    assert [r["name"] for r in references_for_panel(unknown)] == ["cat/a.png", "x.png", "cat/c.png"]
-    known = {"identities": ["cat", "dog"], "references": refs}
-    assert references_for_panel(known) == refs
