@@ -26,7 +26,7 @@ from chromaflow.retrieval.references import scan_reference_folder
 from chromaflow.storage.atomic import remove_stale_temp_files
 from chromaflow.storage.job import JobDir, safe_job_name
 from chromaflow.storage.manifest import incomplete_pairs, write_manifest
-from chromaflow.storage.report import before_after_uri
+from chromaflow.storage.report import before_after_uris
 from chromaflow.storage.shards import input_fingerprint, is_done, read_stats
 from chromaflow.storage.sources import CHAPTER, EPISODE, SourceError, source_kind
 from chromaflow.tasks.job import export_task, ingest_task, reference_store_task
@@ -171,8 +171,9 @@ def _publish_artifacts(job: JobDir, summary: JobSummary) -> None:
         # Image artifacts need a public URL; the job's pages are local, so the before/after
         # pairs travel inside the markdown as small JPEG data URIs.
         lines = [f"### {job.name}: before / after (first {len(pages)} pages)", ""]
+        pairs = before_after_uris(job, pages)
         for page in pages:
-            pair = before_after_uri(job, page["key"])
+            pair = pairs.get(page["key"])
             lines += [f"**{page['source']}** · identities: {', '.join(page['identities']) or 'unknown'}", ""]
             lines += [f"![before / after]({pair})", ""] if pair else []
         lines += [f"Full contact sheet: `{summary.report}`"]

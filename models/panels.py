@@ -60,7 +60,10 @@ def crop(image: np.ndarray, box: Box) -> np.ndarray:
     return image[y0:y1, x0:x1]
 
 
+def whole_image(image: np.ndarray) -> Box:
+    return (0, 0, image.shape[1], image.shape[0])
+
+
 def panels_or_page(lines: np.ndarray) -> list[Box]:
     """The panels, or the whole image as one panel."""
-    h, w = lines.shape
-    return find_panels(lines) or [(0, 0, w, h)]
+    return find_panels(lines) or [whole_image(lines)]

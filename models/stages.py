@@ -22,7 +22,7 @@ from chromaflow.storage.shards import ShardResult, json_bytes, run_stage_shard
 
 from .colorizers.base import ColorizeRequest, Colorizer, Reference
 from .lines import extract_lines
-from .panels import crop
+from .panels import crop, whole_image
 from .propagate import TemporalColorizer
 from .upscale import LIGHTNESS_BY_KIND, guided_upsample
 
@@ -66,7 +66,7 @@ def run_color_shard(job: JobDir, shard: int, config: Config, colorizer: Colorize
         kind = json.loads(inputs["lines"]["json"])["kind"]
         page = resize_longest(decode_png(inputs["frames"]["png"]), config.colorize.work_size)
         retrieved = json.loads(inputs["retrieval"]["json"])
-        panels = retrieved.get("panels") or [{"box": [0, 0, lines.shape[1], lines.shape[0]], **retrieved}]
+        panels = retrieved.get("panels") or [{"box": whole_image(lines), **retrieved}]
         out = []
         for i, panel in enumerate(panels):
             box = tuple(panel["box"])

@@ -18,7 +18,7 @@ import json
 from itertools import groupby
 
 from chromaflow.config import Config
-from chromaflow.models.panels import crop, panels_or_page
+from chromaflow.models.panels import crop, panels_or_page, whole_image
 from chromaflow.storage.images import decode_png, resize_longest
 from chromaflow.storage.job import STAGE_CONFIG, JobDir
 from chromaflow.storage.shards import ShardResult, json_bytes, run_stage_shard
@@ -39,10 +39,6 @@ def open_store(job: JobDir, config: Config | None = None) -> ReferenceStore:
     if key not in _stores:
         _stores[key] = ReferenceStore.open(folder, config)
     return _stores[key]
-
-
-def whole_image(image) -> tuple[int, int, int, int]:
-    return (0, 0, image.shape[1], image.shape[0])
 
 
 def page_result(panels: list[tuple[tuple, dict]]) -> dict:

@@ -20,26 +20,36 @@ from .job import JobDir
 from .shards import read_shard, read_stats
 
 
-def thumbnail_uri(rgb, size: int) -> str:
-    data = encode_jpeg(resize_longest(rgb, size), quality=80)
-    return "data:image/jpeg;base64," + base64.b64encode(data).decode()
+def jpeg_data_uri(rgb: np.ndarray) -> str:
+    return "data:image/jpeg;base64," + base64.b64encode(encode_jpeg(rgb, quality=80)).decode()
 
 
-def before_after_uri(job: JobDir, key: str, height: int = 240) -> str | None:
-    """One JPEG data URI with the original page and its colorization side by side."""
-    shard = int(key[1:]) // job.read_info()["config"]["job"]["shard_size"]
-    if read_stats(job, "final", shard) is None:
-        return None
-    before = _before_images(job, shard).get(key)
-    after = next((s for s in read_shard(job.shard_path("final", shard)) if s["__key__"] == key), None)
-    if before is None or after is None:
-        return None
-    a, b = decode_png(before["png"]), decode_png(after["png"])
-    scale = height / a.shape[0]
-    size = (max(1, round(a.shape[1] * scale)), height)
-    pair = np.hstack([cv2.resize(a, size, interpolation=cv2.INTER_AREA),
-                      np.full((height, 8, 3), 255, np.uint8), cv2.resize(b, size, interpolation=cv2.INTER_AREA)])
-    return "data:image/jpeg;base64," + base64.b64encode(encode_jpeg(pair, quality=80)).decode()
+def thumbnail_uri(rgb: np.ndarray, size: int) -> str:
+    return jpeg_data_uri(resize_longest(rgb, size))
+
+
+def before_after_uris(job: JobDir, pages: list[dict], height: int = 240) -> dict[str, str]:
+    """{page key: JPEG data URI of the original page and its colorization side by side}
+    for exported pages (dicts with "key" and "index"); each shard is read once."""
+    shard_size = job.read_info()["config"]["job"]["shard_size"]
+    wanted: dict[int, set[str]] = {}
+    for page in pages:
+        wanted.setdefault(page["index"] // shard_size, set()).add(page["key"])
+    uris = {}
+    for shard, keys in wanted.items():
+        if read_stats(job, "final", shard) is None:
+            continue
+        before = _before_images(job, shard)
+        for sample in read_shard(job.shard_path("final", shard)):
+            key = sample["__key__"]
+            if key not in keys or key not in before:
+                continue
+            a, b = decode_png(before[key]["png"]), decode_png(sample["png"])
+            size = (max(1, round(a.shape[1] * height / a.shape[0])), height)
+            gap = np.full((height, 8, 3), 255, np.uint8)
+            uris[key] = jpeg_data_uri(np.hstack([cv2.resize(a, size, interpolation=cv2.INTER_AREA), gap,
+                                                 cv2.resize(b, size, interpolation=cv2.INTER_AREA)]))
+    return uris
 
 
 def _before_images(job: JobDir, shard: int) -> dict:
