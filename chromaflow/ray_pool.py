@@ -49,10 +49,12 @@ class ModelStageRunner:
 
     def run(self, stage: str, job: JobDir, shard: int):
         from chromaflow.models.stages import run_color_shard, run_final_shard
+        from chromaflow.retrieval.palette import job_palette_memory
         from chromaflow.retrieval.stage import open_store
 
         if stage == "color":
-            return run_color_shard(job, shard, self.config, self.colorizer, open_store(job))
+            return run_color_shard(job, shard, self.config, self.colorizer, open_store(job),
+                                   job_palette_memory(job, self.config))
         if stage == "final":
             return run_final_shard(job, shard, self.config)
         raise ValueError(f"stage {stage!r} does not run on the actor pool")

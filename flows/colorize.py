@@ -2,6 +2,8 @@
 
     ingest ─▶ extract-lines ─▶ retrieve-references ─▶ colorize ─▶ upscale ─▶ export
               (per shard)      (per shard)             (Ray actor pool, per shard)
+    build-reference-store ─▶ remember-palettes ──────────▲
+                             (each identity's colors, once per job)
 
 `colorize-chapter` and `colorize-episode` run the same DAG on different sources;
 `rerun-failed-shards` runs it again on an existing job folder, where every (shard, stage)
@@ -20,7 +22,7 @@ from prefect.artifacts import (create_link_artifact, create_markdown_artifact, c
 
 from chromaflow.config import Config, load_config
 from chromaflow.flows.summary import JobIncomplete, JobSummary
-from chromaflow.models.stages import stage_config_hash
+from chromaflow.models.stages import color_stage_inputs, stage_config_hash
 from chromaflow.ray_pool import StagePool
 from chromaflow.retrieval.references import scan_reference_folder
 from chromaflow.storage.atomic import remove_stale_temp_files
@@ -29,7 +31,7 @@ from chromaflow.storage.manifest import incomplete_pairs, write_manifest
 from chromaflow.storage.report import before_after_uris
 from chromaflow.storage.shards import input_fingerprint, is_done, read_stats
 from chromaflow.storage.sources import CHAPTER, EPISODE, SourceError, source_kind
-from chromaflow.tasks.job import export_task, ingest_task, reference_store_task
+from chromaflow.tasks.job import export_task, ingest_task, palette_memory_task, reference_store_task
 from chromaflow.tasks.stages import colorize_task, extract_lines_task, retrieve_references_task, upscale_task
 
 SHARD_STAGES = ("lines", "retrieval", "color", "final")
@@ -77,6 +79,7 @@ def run_pipeline(job: JobDir, config: Config) -> JobSummary:
         ingested = ingest_future.result()
         summary.add_ingest(ingested)
         store_future.result()
+        palette_memory_task.with_options(**retries)(root, cfg)
         shards = list(range(ingested["num_shards"]))
         progress = create_progress_artifact(0.0, key=_artifact_key(job, "progress"),
                                             description=f"{job.name}: shard stages done")
@@ -126,9 +129,9 @@ def model_work_pending(job: JobDir, shards: list[int], config: Config) -> bool:
     """Whether any colorize/upscale shard must run (its inputs or config changed)."""
     from chromaflow.retrieval.stage import open_store
 
-    fingerprint = open_store(job).fingerprint
+    extra = color_stage_inputs(job, config, open_store(job).fingerprint)
     for shard in shards:
-        color_input = input_fingerprint(job, "color", shard, fingerprint)
+        color_input = input_fingerprint(job, "color", shard, extra)
         if not is_done(job, "color", shard, color_input, stage_config_hash(config, "color")):
             return True
         if not is_done(job, "final", shard, input_fingerprint(job, "final", shard),

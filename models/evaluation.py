@@ -106,9 +106,12 @@ def make_pairs(identity: str, kind: str, views: list[LoadedView]) -> list[Pair]:
     return pairs
 
 
-def colorize_pair(pair: Pair, backend: str, config: Config) -> tuple[np.ndarray, float]:
-    """Run one backend on one pair at colorize.work_size, as the pipeline would; the result
-    is scaled back to the ground truth's size. Returns (RGB output, seconds)."""
+def colorize_pair(pair: Pair, backend: str, config: Config,
+                  palette: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """Run one backend on one pair at colorize.work_size, as the pipeline would (with
+    `colorize.palette_memory`, the memory of the pair's reference pool, or `palette` when
+    given: a job-wide memory's colors); the result is scaled back to the ground truth's
+    size. Returns (RGB output, seconds)."""
     cfg = config.model_copy(deep=True)
     cfg.colorize.backend = backend
     colorizer = build_colorizer(cfg)
@@ -120,8 +123,15 @@ def colorize_pair(pair: Pair, backend: str, config: Config) -> tuple[np.ndarray,
                       lines=(resize_longest(r.ref_lines, work) if max(r.color.shape[:2]) > work else r.ref_lines),
                       score=1.0)
             for r in pair.references]
+    if not cfg.colorize.palette_memory:
+        palette = None
+    elif palette is None:
+        from chromaflow.retrieval.palette import memory_of_references
+
+        palette = memory_of_references(refs, cfg.colorize.palette_tolerance).colors([pair.identity])
     request = ColorizeRequest(key=f"{pair.identity}/{pair.target.view.name}", page=page, lines=art.lines,
-                              kind=art.kind, references=refs, identities=[pair.identity])
+                              kind=art.kind, references=refs, identities=[pair.identity],
+                              palette=palette, palette_tolerance=cfg.colorize.palette_tolerance)
     start = time.perf_counter()
     out = colorizer.colorize(request)
     seconds = time.perf_counter() - start

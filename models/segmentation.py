@@ -26,6 +26,10 @@ MIN_BALL_RADIUS = 1.5
 # Quantization of reference colors: palette entries cover at least this share of the pixels.
 MIN_PALETTE_SHARE = 0.0015
 MAX_PALETTE = 32
+# Longest side at which references are analysed and the region colorizer counts votes
+# (nearest-neighbor scaling keeps flat colors exact).
+ANALYSIS_SIZE = 640
+PAPER_LAB = np.array([255.0, 128.0, 128.0], np.float32)  # white paper (OpenCV 8-bit CIELAB)
 
 
 @dataclass
@@ -104,28 +108,63 @@ class Palette:
     rgb: np.ndarray  # uint8 (P, 3)
 
 
+def flat_colors(color: np.ndarray, mask: np.ndarray) -> dict[tuple[int, int, int], float]:
+    """Exact RGB values covering at least MIN_PALETTE_SHARE of the masked pixels (flat
+    fills; anti-aliasing blends and JPEG noise do not), with their pixel shares."""
+    px = color[mask]
+    if len(px) == 0:
+        return {}
+    keys = (px[:, 0].astype(np.int64) << 16) | (px[:, 1].astype(np.int64) << 8) | px[:, 2]
+    uniq, counts = np.unique(keys, return_counts=True)
+    share = counts / len(px)
+    keep = share >= MIN_PALETTE_SHARE
+    return {(int(k >> 16), int((k >> 8) & 255), int(k & 255)): float(s) for k, s in zip(uniq[keep], share[keep])}
+
+
 def build_palette(colors: list[np.ndarray], masks: list[np.ndarray]) -> Palette:
-    """Dominant flat colors of the reference pool: exact RGB values that cover at least
-    MIN_PALETTE_SHARE of some reference's non-ink pixels (anti-aliasing blends do not)."""
+    """Dominant flat colors of the reference pool: `flat_colors` of every reference's
+    non-ink pixels, summed over the pool."""
     found: dict[tuple[int, int, int], float] = {}
     for color, mask in zip(colors, masks):
-        px = color[mask]
-        if len(px) == 0:
-            continue
-        keys = (px[:, 0].astype(np.int64) << 16) | (px[:, 1].astype(np.int64) << 8) | px[:, 2]
-        uniq, counts = np.unique(keys, return_counts=True)
-        share = counts / len(px)
-        for key, s in zip(uniq[share >= MIN_PALETTE_SHARE], share[share >= MIN_PALETTE_SHARE]):
-            rgb = (int(key >> 16), int((key >> 8) & 255), int(key & 255))
-            found[rgb] = found.get(rgb, 0.0) + float(s)
+        for rgb, share in flat_colors(color, mask).items():
+            found[rgb] = found.get(rgb, 0.0) + share
     if not found:
         for color, mask in zip(colors, masks):
             px = color[mask] if mask.any() else color.reshape(-1, 3)
             found[tuple(int(v) for v in np.median(px, axis=0))] = 1.0
     entries = sorted(found, key=lambda k: (-found[k], k))[:MAX_PALETTE]
     rgb = np.array(entries, dtype=np.uint8).reshape(-1, 3)
-    lab = cv2.cvtColor(rgb[None], cv2.COLOR_RGB2LAB)[0].astype(np.float32)
-    return Palette(lab=lab, rgb=rgb)
+    return Palette(lab=rgb_to_lab(rgb), rgb=rgb)
+
+
+def rgb_to_lab(rgb: np.ndarray) -> np.ndarray:
+    """(N, 3) uint8 RGB -> float32 CIELAB on OpenCV's 8-bit scale (L*255/100, a+128, b+128)."""
+    return cv2.cvtColor(np.asarray(rgb, np.uint8).reshape(1, -1, 3), cv2.COLOR_RGB2LAB)[0].astype(np.float32)
+
+
+def snap_colors(rgb: np.ndarray, targets: np.ndarray | None, tolerance: float) -> np.ndarray:
+    """Each color (uint8 N x 3) within `tolerance` (CIELAB distance) of a target color
+    becomes the nearest target; paper white and colors far from every target stay."""
+    rgb = np.asarray(rgb, np.uint8).reshape(-1, 3)
+    if targets is None or not len(targets) or not len(rgb):
+        return rgb.copy()
+    lab = rgb_to_lab(rgb)
+    d = np.linalg.norm(lab[:, None, :] - rgb_to_lab(targets)[None], axis=2)
+    nearest = d.argmin(1)
+    snap = (d[np.arange(len(rgb)), nearest] <= tolerance) & (np.linalg.norm(lab - PAPER_LAB, axis=1) > tolerance)
+    out = rgb.copy()
+    out[snap] = np.asarray(targets, np.uint8).reshape(-1, 3)[nearest[snap]]
+    return out
+
+
+def snap_image(img: np.ndarray, targets: np.ndarray | None, tolerance: float) -> np.ndarray:
+    """`snap_colors` applied to every pixel of an RGB image (via its distinct colors)."""
+    if targets is None or not len(targets):
+        return img
+    px = img.reshape(-1, 3)
+    keys = (px[:, 0].astype(np.int64) << 16) | (px[:, 1].astype(np.int64) << 8) | px[:, 2]
+    uniq, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    return snap_colors(px[first], targets, tolerance)[inverse.ravel()].reshape(img.shape)
 
 
 def quantize(color: np.ndarray, palette: Palette) -> np.ndarray:

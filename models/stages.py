@@ -18,7 +18,7 @@ import numpy as np
 from chromaflow.config import Config
 from chromaflow.storage.images import decode_png, encode_png, resize_longest
 from chromaflow.storage.job import STAGE_CONFIG, JobDir
-from chromaflow.storage.shards import ShardResult, json_bytes, run_stage_shard
+from chromaflow.storage.shards import ShardResult, json_bytes, run_stage_shard, sha256_file
 
 from .colorizers.base import ColorizeRequest, Colorizer, Reference
 from .lines import extract_lines
@@ -50,14 +50,29 @@ class ReferenceSource(Protocol):
     def load_patch(self, name: str, box) -> np.ndarray: ...
 
 
+class PaletteSource(Protocol):
+    """The job's palette memory (retrieval/palette.py PaletteMemory)."""
+
+    def colors(self, identities) -> np.ndarray: ...
+
+
+def color_stage_inputs(job: JobDir, config: Config, store_fingerprint: str) -> str:
+    """What a color shard depends on besides its shard inputs: the reference store and, when
+    enabled, the job's palette memory (a changed memory recolors the job)."""
+    if config.colorize.palette_memory and job.palette_memory.exists():
+        return f"{store_fingerprint}:{sha256_file(job.palette_memory)}"
+    return store_fingerprint
+
+
 def run_color_shard(job: JobDir, shard: int, config: Config, colorizer: Colorizer,
-                    references: ReferenceSource) -> ShardResult:
-    """Colorize one shard with the job's reference store (its fingerprint is part of the
-    cache key, so new references recolor the job). Episode frames go through a
-    TemporalColorizer that is fresh for every shard, so a shard's result never depends
-    on which actor colorized which shard before it."""
+                    references: ReferenceSource, palette_memory: PaletteSource | None = None) -> ShardResult:
+    """Colorize one shard with the job's reference store and palette memory (both part of
+    the cache key). Episode frames go through a TemporalColorizer that is fresh for every
+    shard, so a shard's result never depends on which actor colorized which shard before it."""
     if job.read_info().get("kind") == "episode":
         colorizer = TemporalColorizer(colorizer)
+    if not config.colorize.palette_memory:
+        palette_memory = None
 
     def requests_for(key: str, inputs: dict) -> tuple[np.ndarray, list[tuple[tuple, ColorizeRequest]]]:
         """The page at work size and one request per panel (retrieval found the panels)."""
@@ -76,12 +91,17 @@ def run_color_shard(job: JobDir, shard: int, config: Config, colorizer: Colorize
                 ref.score = float(entry.get("score", ref.score))
                 refs.append(ref)
             quadrants = panel.get("quadrants") if getattr(colorizer, "uses_quadrant_patches", False) else None
+            # The remembered colors of the panel's identities and of its references' pools
+            # (an "unknown" panel still snaps to the pools its references came from).
+            palette = (palette_memory.colors(set(panel.get("identities", [])) | {r.identity for r in refs})
+                       if palette_memory is not None else None)
             patches = ([[references.load_patch(hit["name"], hit["box"]) for hit in hits] for hits in quadrants]
                        if quadrants else None)
             out.append((box, ColorizeRequest(
                 key=key if len(panels) == 1 else f"{key}-panel{i}", page=crop(page, box), lines=crop(lines, box),
                 kind=kind, references=refs, identities=list(panel.get("identities", [])),
-                scene_id=int(frame_meta.get("scene_id", 0)), quadrant_patches=patches)))
+                scene_id=int(frame_meta.get("scene_id", 0)), quadrant_patches=patches,
+                palette=palette, palette_tolerance=config.colorize.palette_tolerance)))
         return page, out
 
     def process_batch(items: list[tuple[str, dict]]) -> list[dict]:
@@ -111,7 +131,7 @@ def run_color_shard(job: JobDir, shard: int, config: Config, colorizer: Colorize
 
     batch = int(getattr(colorizer, "batch_pages", 1)) if hasattr(colorizer, "colorize_batch") else 1
     return run_stage_shard(job, "color", shard, stage_config_hash(config, "color"), process_batch=process_batch,
-                           batch_size=batch, extra_input=references.fingerprint)
+                           batch_size=batch, extra_input=color_stage_inputs(job, config, references.fingerprint))
 
 
 def run_final_shard(job: JobDir, shard: int, config: Config) -> ShardResult:

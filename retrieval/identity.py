@@ -8,19 +8,12 @@ exp((score - best) / identity_temperature); an identity whose vote share reaches
 is then searched over all pools). Episodes vote per scene: `assign_scene_identities`
 averages the votes of a scene's frames so all its frames share the assignment.
 
-`PaletteMemory` keeps, per identity, the colors chosen for its regions across the job, so
-later pages reuse them (see docs/retrieval.md for how a colorizer uses it).
+The colors an identity keeps from page to page live in retrieval/palette.py.
 """
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
-
-import numpy as np
-
-from chromaflow.storage.atomic import write_json
 
 UNKNOWN = "unknown"
 UNNAMED = ""
@@ -82,81 +75,3 @@ def identities_for_page(retrieval_cfg, page_number: int) -> list[str] | None:
     if retrieval_cfg.identities == "auto":
         return None
     return list(retrieval_cfg.identities)
-
-
-class PaletteMemory:
-    """Per-identity colors (CIELAB) of named regions, remembered across a job.
-
-    `region_key` is an opaque string the colorizer chooses for "the same part of the same
-    character" (e.g. the reference region it matched: "alice/front.png#12", or a semantic
-    label such as "hair"). `remember` keeps a weighted running mean per key, so a color seen
-    on many pages with high retrieval scores dominates; `lookup` returns it (or None).
-    """
-
-    VERSION = 1
-
-    def __init__(self) -> None:
-        self._entries: dict[str, dict[str, dict]] = {}
-
-    def remember(self, identity: str, region_key: str, lab_color, weight: float = 1.0) -> np.ndarray:
-        """Fold one observation into the memory; returns the updated mean Lab color."""
-        lab = np.asarray(lab_color, dtype=np.float64).reshape(3)
-        if weight <= 0 or not np.all(np.isfinite(lab)):
-            raise ValueError(f"palette memory: weight must be > 0 and color finite (got {weight}, {lab.tolist()})")
-        slot = self._entries.setdefault(identity, {}).get(region_key)
-        if slot is None:
-            slot = {"lab": lab.tolist(), "weight": float(weight), "count": 1}
-        else:
-            total = slot["weight"] + weight
-            mean = (np.asarray(slot["lab"]) * slot["weight"] + lab * weight) / total
-            slot = {"lab": mean.tolist(), "weight": float(total), "count": slot["count"] + 1}
-        self._entries[identity][region_key] = slot
-        return np.asarray(slot["lab"])
-
-    def lookup(self, identity: str, region_key: str) -> np.ndarray | None:
-        """Remembered mean Lab color (float, 3), or None."""
-        slot = self._entries.get(identity, {}).get(region_key)
-        return None if slot is None else np.asarray(slot["lab"], dtype=np.float64)
-
-    def weight(self, identity: str, region_key: str) -> float:
-        slot = self._entries.get(identity, {}).get(region_key)
-        return 0.0 if slot is None else float(slot["weight"])
-
-    def regions(self, identity: str) -> dict[str, np.ndarray]:
-        """All remembered regions of an identity: key -> mean Lab."""
-        return {k: np.asarray(v["lab"]) for k, v in self._entries.get(identity, {}).items()}
-
-    @property
-    def identities(self) -> list[str]:
-        return sorted(self._entries)
-
-    def to_dict(self) -> dict:
-        return {"version": self.VERSION, "identities": self._entries}
-
-    @classmethod
-    def from_dict(cls, data: dict, origin: str = "palette memory") -> "PaletteMemory":
-        if not isinstance(data, dict) or data.get("version") != cls.VERSION:
-            raise ValueError(f"{origin}: not a palette memory (version {cls.VERSION})")
-        memory = cls()
-        for identity, regions in (data.get("identities") or {}).items():
-            for key, slot in regions.items():
-                lab = [float(v) for v in slot["lab"]]
-                memory._entries.setdefault(identity, {})[key] = {
-                    "lab": lab, "weight": float(slot["weight"]), "count": int(slot.get("count", 1))}
-        return memory
-
-    def save(self, path: str | Path) -> None:
-        write_json(path, self.to_dict())
-
-    @classmethod
-    def load(cls, path: str | Path) -> "PaletteMemory":
-        """Empty memory when the file does not exist yet; ValueError naming the file when it is broken."""
-        path = Path(path)
-        if not path.exists():
-            return cls()
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            return cls.from_dict(data, str(path))
-        except (ValueError, KeyError, TypeError) as exc:
-            message = str(exc) if str(exc).startswith(str(path)) else f"{path}: unreadable palette memory ({exc})"
-            raise ValueError(message) from None

@@ -102,6 +102,7 @@ class ReferenceStore:
         self.patch_box: list[tuple[int, int, int, int]] = list(
             zip(columns["x0"], columns["y0"], columns["x1"], columns["y1"]))
         self._reference_identity = dict(zip(self.patch_reference, self.patch_identity))
+        self._reference_sha256 = dict(zip(self.patch_reference, columns["source_sha256"]))
         # Patch ids per identity, for restricted searches.
         self._identity_ids: dict[str, np.ndarray] = {}
         identity_array = np.asarray(self.patch_identity, dtype=object)
@@ -121,6 +122,14 @@ class ReferenceStore:
     @property
     def references(self) -> list[str]:
         return sorted(self._reference_identity)
+
+    def identity_of(self, name: str) -> str:
+        """The pool a reference belongs to ("" = unnamed)."""
+        return self._reference_identity[name]
+
+    def reference_sha256(self, name: str) -> str:
+        """sha256 of the reference's source file."""
+        return self._reference_sha256[name]
 
     @property
     def index_kind(self) -> str:

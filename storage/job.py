@@ -80,6 +80,11 @@ class JobDir:
         return self.root / "references"
 
     @property
+    def palette_memory(self) -> Path:
+        """Each identity's remembered colors (retrieval/palette.py), built before colorizing."""
+        return self.root / "palette_memory.json"
+
+    @property
     def pages(self) -> Path:
         return self.root / "pages"
 

@@ -33,6 +33,22 @@ def reference_store_task(refs: str, job_root: str, config_json: dict) -> str:
     return store.fingerprint
 
 
+@task(name="remember-palettes", retries=2, retry_delay_seconds=1)
+def palette_memory_task(job_root: str, config_json: dict) -> str | None:
+    """Each identity's colors, clustered once before any page is colorized (so shards
+    colorized in parallel agree); returns the memory file, or None when disabled."""
+    from chromaflow.retrieval.palette import write_job_palette_memory
+    from chromaflow.retrieval.stage import open_store
+
+    config = Config.model_validate(config_json)
+    if not config.colorize.palette_memory:
+        return None
+    job = JobDir.open(job_root)
+    path = write_job_palette_memory(open_store(job, config), job.palette_memory, config.colorize.palette_tolerance,
+                                    config.colorize.palette_memory_seed)
+    return str(path)
+
+
 @task(name="export", retries=2, retry_delay_seconds=1)
 def export_task(job_root: str, failures: list[str], force: bool = True) -> dict:
     """Pages, cbz/mp4, manifest and report. With force=False (nothing was recomputed) the

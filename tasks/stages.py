@@ -17,7 +17,7 @@ from prefect.cache_policies import CacheKeyFnPolicy
 from chromaflow.config import Config
 from chromaflow.ray_pool import StagePool
 from chromaflow.retrieval.stage import open_store, run_retrieval_shard
-from chromaflow.models.stages import run_lines_shard, stage_config_hash
+from chromaflow.models.stages import color_stage_inputs, run_lines_shard, stage_config_hash
 from chromaflow.storage.job import JobDir
 from chromaflow.storage.shards import cached_result, input_fingerprint, is_done, read_stats
 
@@ -30,7 +30,8 @@ def shard_cache_key(stage: str):
         job = JobDir.open(parameters["job_root"])
         shard = parameters["shard"]
         config = Config.model_validate(parameters["config_json"])
-        extra = open_store(job).fingerprint if stage in ("retrieval", "color") else ""
+        extra = {"retrieval": open_store(job).fingerprint,
+                 "color": color_stage_inputs(job, config, open_store(job).fingerprint)}.get(stage, "")
         input_sha = input_fingerprint(job, stage, shard, extra)
         config_sha = stage_config_hash(config, stage)
         if not is_done(job, stage, shard, input_sha, config_sha):

@@ -19,7 +19,8 @@ from chromaflow.ray_pool import ShardFailed, StagePool
 from chromaflow.storage.job import STAGES, JobDir
 from chromaflow.storage.manifest import read_manifest
 from chromaflow.storage.shards import read_failure, read_stats
-from synthetic import make_video
+from chromaflow.retrieval.palette import PaletteMemory
+from synthetic import PALETTES, make_video
 
 def colored_share(page: np.ndarray, line_art: np.ndarray) -> float:
     """Share of the line art's paper pixels that came out clearly colored (LAB chroma > 15):
@@ -80,6 +81,26 @@ def test_chapter_end_to_end_then_cached_rerun(prefect_harness, ray_cluster, tmp_
     third = colorize_chapter(source=str(chapter_dir), refs=str(refs_dir), out=str(out),
                              overrides=["job.shard_size=2", "upscale.radius=5"])
     assert third["computed"] == 3 and third["cached"] == 3 * 3
+
+    # Palette memory: each identity's colors were remembered before colorizing ...
+    memory = PaletteMemory.load(job.palette_memory)
+    assert memory.identities == ["alice", "bob"]
+    assert {tuple(int(v) for v in c) for c in memory.colors(["alice"])} == set(PALETTES["alice"].values())
+    # ... and a seed from an earlier chapter (alice's jacket a shade off) recolors every
+    # page with the series' color: colorize and upscale rerun, lines and retrieval do not.
+    series_red = (204, 44, 58)
+    seed = PaletteMemory()
+    seed.observe("alice", series_red, 1.0, 8.0)
+    seed.save(tmp_path / "series.json")
+    fourth = colorize_chapter(source=str(chapter_dir), refs=str(refs_dir), out=str(out),
+                              overrides=["job.shard_size=2", "upscale.radius=5",
+                                         f"colorize.palette_memory_seed={tmp_path / 'series.json'}"])
+    assert fourth["computed"] == 3 * 2 and fourth["cached"] == 3 * 2
+    for i in (1, 3, 5):  # alice's pages
+        colored = cv2.cvtColor(cv2.imread(str(out / "pages" / f"{i:04d}_page{i}.png")), cv2.COLOR_BGR2RGB)
+        body = np.all(np.abs(colored.astype(int) - series_red) <= 2, axis=2).mean()
+        old = np.all(colored == PALETTES["alice"]["body"], axis=2).mean()
+        assert body > 0.05 and old == 0, (i, body, old)
 
 
 def test_bad_pages_are_reported_and_the_rest_completes(prefect_harness, ray_cluster, tmp_path, chapter_dir, refs_dir):

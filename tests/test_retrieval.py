@@ -21,7 +21,7 @@ from chromaflow.retrieval.canvas import CELL_TABLE, build_canvas, canvas_for_pag
 from chromaflow.retrieval.descriptor import EdgeHistogramEmbedder, describe_lines, descriptor_dim
 from chromaflow.retrieval.evaluation import retrieval_topk_accuracy
 from chromaflow.retrieval.identity import (
-    UNKNOWN, PaletteMemory, assign_identities, assign_scene_identities, identities_for_page, identity_votes)
+    UNKNOWN, assign_identities, assign_scene_identities, identities_for_page, identity_votes)
 from chromaflow.retrieval.patches import quadrant_boxes, reference_boxes
 from chromaflow.retrieval.references import ReferenceFolderError
 from chromaflow.retrieval.store import EmbedderMismatchError, ReferenceStore, StoreError
@@ -320,22 +320,6 @@ def test_identities_for_page():
     assert identities_for_page(cfg, 5) is None  # auto
     cfg.identities = ["dora"]
     assert identities_for_page(cfg, 5) == ["dora"]
-
-
-def test_palette_memory_roundtrip(tmp_path):
-    memory = PaletteMemory.load(tmp_path / "palette.json")  # missing file: empty
-    assert memory.lookup("alice", "hair") is None
-    memory.remember("alice", "hair", (50, 10, 20), weight=1.0)
-    mean = memory.remember("alice", "hair", (60, 20, 30), weight=3.0)
-    np.testing.assert_allclose(mean, [57.5, 17.5, 27.5])
-    memory.remember("bob", "coat", (30, -5, -40))
-    memory.save(tmp_path / "palette.json")
-    again = PaletteMemory.load(tmp_path / "palette.json")
-    np.testing.assert_allclose(again.lookup("alice", "hair"), [57.5, 17.5, 27.5])
-    assert again.weight("alice", "hair") == 4.0 and again.identities == ["alice", "bob"]
-    (tmp_path / "bad.json").write_text("{nope")
-    with pytest.raises(ValueError, match="bad.json"):
-        PaletteMemory.load(tmp_path / "bad.json")
 
 
 # ---------------------------------------------------------------------------- canvas

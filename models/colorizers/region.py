@@ -12,7 +12,10 @@ with the color of its counterpart regions in ALL retrieved references.
      which survives pose changes better than the overlay.
    Voting runs at ANALYSIS_SIZE; only labels and the final fill are full resolution.
    Votes are weighted by retrieval score and summed over references; a region takes the
-   winning palette color, so fills are the references' exact flat colors.
+   winning palette color, so fills are the references' exact flat colors. With a palette
+   memory (request.palette), reference colors close to one of the identity's remembered
+   colors are read as it before voting, so pages agree (and votes are not split) even when
+   references were colored by different hands.
 3. Regions that reach the page border are where background and fills that leak through open
    strokes (a shirt cut by the frame) meet: they are filled pixel by pixel with the
    overlay's majority color, white background included; slivers left by misalignment along
@@ -35,8 +38,8 @@ from scipy.optimize import linear_sum_assignment
 from chromaflow.config import ColorizeConfig, Config
 from chromaflow.storage.images import resize_longest
 from chromaflow.models.segmentation import (
-    BALL_RADIUS_SHARE, MIN_BALL_RADIUS, Palette, Segmentation, build_palette, ink_mask, quantize, segment_line_art,
-    segment_reference, split_leaky_regions)
+    ANALYSIS_SIZE, BALL_RADIUS_SHARE, MIN_BALL_RADIUS, Palette, Segmentation, build_palette, ink_mask, quantize, segment_line_art,
+    segment_reference, snap_image, split_leaky_regions)
 
 from .base import ColorizeRequest, Reference
 
@@ -200,7 +203,7 @@ class RegionColorizer:
         seg = self.segment(lines)
         refs = [r for r in request.references if r.color.size]
         if refs:
-            palette, fill_index, decided = self.fill_regions(seg, refs)
+            palette, fill_index, decided = self.fill_regions(seg, refs, request.palette, request.palette_tolerance)
         else:
             palette = Palette(lab=np.array([[255, 128, 128]], np.float32), rgb=self.background[None].copy())
             fill_index = np.zeros((h, w), np.int32)
@@ -216,16 +219,20 @@ class RegionColorizer:
         return seg
 
     # -- voting ---------------------------------------------------------------------------
-    def fill_regions(self, seg: Segmentation, refs: list[Reference]) -> tuple[Palette, np.ndarray, np.ndarray]:
+    def fill_regions(self, seg: Segmentation, refs: list[Reference], memory: np.ndarray | None = None,
+                     tolerance: float = 0.0) -> tuple[Palette, np.ndarray, np.ndarray]:
         """Palette of the pool, palette index per page pixel, and the mask of pixels whose
         color was decided by votes (ink and tiny regions are not: they take the nearest
-        decided color). Voting runs at ANALYSIS_SIZE; only the labels are full resolution."""
+        decided color). Voting runs at ANALYSIS_SIZE; only the labels are full resolution.
+        `memory`: the identities' remembered colors (palette memory); every reference color
+        within `tolerance` of one is read as it, so references colored by different hands
+        vote for one color instead of splitting their votes over near-identical shades."""
         p = self.params
         h, w = seg.labels.shape
         scale = min(1.0, ANALYSIS_SIZE / max(h, w))
         aw, ah = max(1, round(w * scale)), max(1, round(h * scale))
         labels = seg.labels if scale == 1.0 else cv2.resize(seg.labels, (aw, ah), interpolation=cv2.INTER_NEAREST)
-        colors = [_analysis_size(r.color, ANALYSIS_SIZE) for r in refs]
+        colors = [snap_image(_analysis_size(r.color, ANALYSIS_SIZE), memory, tolerance) for r in refs]
         ref_lines = [_analysis_size(r.lines if r.lines.shape == r.color.shape[:2]
                                     else np.full(r.color.shape[:2], 255, np.uint8), ANALYSIS_SIZE) for r in refs]
         papers = [~ink_mask(l) for l in ref_lines]
@@ -324,9 +331,6 @@ class RegionColorizer:
             shade[ys[colored], xs[colored]] = 255
         # "Multiply" layer: paper (255) shows the fill, ink (0) stays ink, edges blend.
         return cv2.multiply(fill, cv2.cvtColor(shade, cv2.COLOR_GRAY2RGB), scale=1.0 / 255.0)
-
-
-ANALYSIS_SIZE = 640  # longest side at which references are analysed and votes are counted
 
 
 def _analysis_size(img: np.ndarray, longest: int) -> np.ndarray:
