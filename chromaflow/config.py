@@ -126,6 +126,7 @@ class ColorizeConfig(_Section):
     region_sliver_width: float = Field(0.02, ge=0, lt=0.5)
     region_ball_radius: float = Field(0.003, ge=0, lt=0.1)
     region_leak_radius: float = Field(0.0, ge=0, lt=0.2)
+    region_fit_power: float = Field(4.0, ge=0, le=64)
     palette_memory: bool = True
     palette_tolerance: float = Field(8.0, ge=0, le=100)
     palette_memory_seed: str | None = None

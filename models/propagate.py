@@ -24,8 +24,9 @@ from chromaflow.models.segmentation import segment_line_art
 PREVIOUS_FRAME_WEIGHT = 1.0
 KEYFRAME_WEIGHT = 0.5
 # Adjacent frames overlay well, so the overlay vote leads and the descriptor match (made for
-# other poses) weighs less than in the page default (BasicPBC round trip: 0.72 vs 0.63).
-PROPAGATION_PARAMS = RegionParams(match_weight=1.0, match_sigma=0.15)
+# other poses) weighs less than in the page default (BasicPBC round trip: 0.72 vs 0.63);
+# references are weighted as measured there (score only: the previous frame always fits best).
+PROPAGATION_PARAMS = RegionParams(match_weight=1.0, match_sigma=0.15, fit_power=0.0)
 
 
 def propagate_clip(keyframe_color: np.ndarray, keyframe_lines: np.ndarray, frames_lines: list[np.ndarray],

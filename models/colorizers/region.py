@@ -56,13 +56,15 @@ class RegionParams:
     sliver_width: float = 0.02  # fills narrower than this share of the longest side are dropped in border regions
     ball_radius: float = BALL_RADIUS_SHARE  # gap closing: trapped-ball radius, share of the longest side
     leak_radius: float = 0.0  # second, coarser ball inside border-touching regions (0 = off)
+    fit_power: float = 4.0  # reference vote weight = retrieval score * stroke fit ** fit_power
 
     @classmethod
     def from_config(cls, cfg: ColorizeConfig) -> "RegionParams":
         return cls(min_region_share=cfg.region_min_share, overlay_weight=cfg.region_overlay_weight,
                    match_weight=cfg.region_match_weight, match_sigma=cfg.region_match_sigma,
                    border_smoothing=cfg.region_border_smoothing, sliver_width=cfg.region_sliver_width,
-                   ball_radius=cfg.region_ball_radius, leak_radius=cfg.region_leak_radius)
+                   ball_radius=cfg.region_ball_radius, leak_radius=cfg.region_leak_radius,
+                   fit_power=cfg.region_fit_power)
 
 
 def _frame(box: tuple[int, int, int, int]) -> tuple[float, float, float]:
@@ -112,6 +114,8 @@ def _ink_points(ink: np.ndarray, limit: int) -> np.ndarray:
     return np.stack([xs[::step], ys[::step]], axis=1).astype(np.float32)
 
 
+MIN_PIXEL_VOTE = 0.12  # border regions: share of the (normalized) reference weight a pixel color needs
+
 # Alignment search: scales and shifts (share of the ink-box size) tried around the box fit.
 ALIGN_SCALES = (0.85, 0.92, 1.0, 1.08, 1.17)
 ALIGN_SHIFTS = (-0.12, -0.06, 0.0, 0.06, 0.12)
@@ -119,14 +123,16 @@ ALIGN_POINTS = 600
 ALIGN_CLIP = 0.05  # chamfer distances are clipped at this share of the box size (robust to extra strokes)
 
 
-def align_frames(page_ink: np.ndarray, ref_ink: np.ndarray) -> tuple[tuple, tuple]:
+def align_frames(page_ink: np.ndarray, ref_ink: np.ndarray) -> tuple[tuple, tuple, float]:
     """Frames (center x, center y, size) of page and reference such that mapping one onto
     the other overlays their strokes best: start from the ink boxes, then try a small grid
-    of scales and shifts, scoring the symmetric clipped chamfer distance of the strokes."""
+    of scales and shifts, scoring the symmetric clipped chamfer distance of the strokes.
+    Also returns the fit in [0, 1]: 1 = every stroke lies on a stroke of the other drawing,
+    0 = none is within the clip distance (a different drawing)."""
     page_frame = _frame(_mask_box(page_ink))
     ref_frame = _frame(_mask_box(ref_ink))
     if not page_ink.any() or not ref_ink.any():
-        return page_frame, ref_frame
+        return page_frame, ref_frame, 0.0
     pcx, pcy, ps = page_frame
     rcx, rcy, rs = ref_frame
     clip = ALIGN_CLIP * ps
@@ -144,7 +150,7 @@ def align_frames(page_ink: np.ndarray, ref_ink: np.ndarray) -> tuple[tuple, tupl
                     + _chamfer(ref_pts, page_dt, frame, page_frame, clip * ps / size) * size / ps
                 if cost < best_cost - 1e-9:
                     best, best_cost = frame, cost
-    return page_frame, best
+    return page_frame, best, float(max(0.0, 1.0 - best_cost / (2 * clip)))
 
 
 def _chamfer(points: np.ndarray, dt: np.ndarray, src: tuple, dst: tuple, outside: float) -> float:
@@ -249,12 +255,17 @@ class RegionColorizer:
         votes = np.zeros((seg.count, n_colors), dtype=np.float64)
         border_present = bool(seg.touches_border.any())
         pixel_votes = np.zeros((n_colors, ah, aw), dtype=np.float32) if border_present else None
-        weights = np.array([max(r.score, 1e-3) for r in refs])
+        alignments = [align_frames(page_ink, ~paper) for paper in papers]
+        # Retrieval score times stroke fit: a reference drawn like the page (same character,
+        # near pose) leads; one that only looked similar to the descriptor (another
+        # character with a similar face) barely votes.
+        weights = np.array([max(r.score, 1e-3) * max(fit, 1e-3) ** p.fit_power
+                            for r, (_, _, fit) in zip(refs, alignments)])
         weights = weights / weights.sum()
         page_desc_cache: dict[tuple, np.ndarray] = {}
-        for color, lines_r, paper, weight in zip(colors, ref_lines, papers, weights):
+        for color, lines_r, paper, weight, (page_frame, ref_frame, _) in zip(colors, ref_lines, papers, weights,
+                                                                             alignments):
             index = quantize(color, palette)
-            page_frame, ref_frame = align_frames(page_ink, ~paper)
             # Overlay vote: share of each region's pixels under each aligned palette color.
             idx, valid = _align_reference(index, paper, ref_frame, page_frame, (ah, aw))
             v = valid.ravel()
@@ -293,7 +304,9 @@ class RegionColorizer:
             k = max(1, int(p.border_smoothing * max(ah, aw))) | 1
             smoothed = np.stack([cv2.blur(pv, (k, k)) for pv in pixel_votes])
             pixel_color = smoothed.argmax(0).astype(np.int32)
-            pixel_color[smoothed.max(0) <= 0] = white
+            # Where only weakly weighted references reach (outside the aligned frame of the
+            # leading ones), their colors would win unopposed: such pixels stay background.
+            pixel_color[smoothed.max(0) <= MIN_PIXEL_VOTE] = white
             # Misalignment leaves thin slivers of a reference's fills along the page's
             # outline; fills that really leak through open strokes are wide. An opening
             # of the non-background mask removes the slivers.
