@@ -58,6 +58,7 @@ def plain_pipeline(chapter: Path, refs: Path, out: Path, overrides: list[str]) -
     from chromaflow.config import load_config
     from chromaflow.flows.colorize import prepare_job
     from chromaflow.models.stages import run_lines_shard
+    from chromaflow.retrieval.palette import write_job_palette_memory
     from chromaflow.retrieval.stage import run_retrieval_shard
     from chromaflow.retrieval.store import ReferenceStore
     from chromaflow.storage.export import export_job
@@ -77,7 +78,9 @@ def plain_pipeline(chapter: Path, refs: Path, out: Path, overrides: list[str]) -
         info = job.read_info()
         info.update(num_shards=summary.num_shards, num_items=summary.num_items)
         job.write_info(info)
-        ReferenceStore.build(refs, job.references, config)
+        store = ReferenceStore.build(refs, job.references, config)
+        write_job_palette_memory(store, job.palette_memory, config.colorize.palette_tolerance,
+                                 config.colorize.palette_memory_seed)
         shards = range(summary.num_shards)
         with concurrent.futures.ThreadPoolExecutor(config.prefect.max_parallel_tasks) as threads:
             list(threads.map(lambda k: run_lines_shard(job, k, config), shards))

@@ -69,7 +69,28 @@ h1{margin-bottom:4px} .sub{color:#666;margin-top:0}
 .cap{font-size:12px;color:#555;margin-top:4px;word-break:break-all}
 table{border-collapse:collapse;margin:12px 0;font-size:13px} td,th{border:1px solid #ddd;padding:3px 8px}
 .fail{color:#c62828}
+.swatch{display:inline-block;width:22px;height:22px;border:1px solid #999;margin:0 2px;vertical-align:middle}
 """
+
+
+def palette_memory_html(job: JobDir) -> str:
+    """Each identity's remembered colors (palette_memory.json) as swatches, heaviest first;
+    a note when the job has none (memory off) or the file is unreadable."""
+    if not job.palette_memory.exists():
+        return "<p>none (colorize.palette_memory is off)</p>"
+    try:
+        identities = json.loads(job.palette_memory.read_text(encoding="utf-8"))["identities"]
+    except (ValueError, KeyError) as exc:
+        return f'<p class="fail">{html.escape(str(job.palette_memory))}: unreadable ({html.escape(str(exc))})</p>'
+    rows = []
+    for name, entries in sorted(identities.items()):
+        swatches = "".join(
+            f'<span class="swatch" style="background:#{r:02x}{g:02x}{b:02x}" '
+            f'title="#{r:02x}{g:02x}{b:02x} · {len(e.get("members", []))} shades{" · fixed" if e.get("fixed") else ""}">'
+            f'</span>'
+            for e in sorted(entries, key=lambda e: -e.get("weight", 0)) for r, g, b in [e["rgb"]])
+        rows.append(f"<tr><td>{html.escape(name or '(unnamed pool)')}</td><td>{swatches}</td></tr>")
+    return f"<table><tr><th>identity</th><th>remembered colors</th></tr>{''.join(rows)}</table>"
 
 
 def write_report(job: JobDir, manifest_rows: list[dict], pages: list[dict], failures: list[str],
@@ -115,6 +136,7 @@ def write_report(job: JobDir, manifest_rows: list[dict], pages: list[dict], fail
 backend {html.escape(info['config']['colorize']['backend'])} · {len(pages)} pages written</p>
 <h2>Problems</h2><ul>{fail_html}</ul>
 <h2>Before / after</h2><div class="grid">{''.join(cards)}</div>
+<h2>Palette memory</h2>{palette_memory_html(job)}
 <h2>Shards</h2><table><tr><th>shard</th>{header}</tr>{''.join(body)}</table>
 </body></html>"""
     target = job.root / "report.html"

@@ -58,6 +58,7 @@ def test_chapter_end_to_end_then_cached_rerun(prefect_harness, ray_cluster, tmp_
         assert cbz.namelist() == [p.name for p in pages]
     html = (out / "report.html").read_text()
     assert "data:image/jpeg;base64," in html and "page3.png" in html
+    assert "<h2>Palette memory</h2>" in html and "background:#c8283c" in html  # alice's jacket (200, 40, 60)
     table = pq.read_table(out / "manifest.parquet").to_pylist()
     assert len(table) == 3 * len(STAGES) and {r["status"] for r in table} == {"ok"}
     assert {p.name: p.read_bytes() for p in chapter_dir.iterdir()} == sources  # inputs untouched
