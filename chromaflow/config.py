@@ -84,7 +84,7 @@ class RetrievalConfig(_Section):
     # Identity (ID) pools.
     identities: Literal["auto"] | list[str] = "auto"
     page_identities: dict[str, list[str]] = Field(default_factory=dict)
-    min_identity_confidence: float = Field(0.5, ge=0, le=1)
+    min_identity_confidence: float = Field(0.7, ge=0, le=1)
     identity_votes: int = Field(10, ge=1)
     identity_temperature: float = Field(0.02, gt=0)
 

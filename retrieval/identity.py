@@ -35,7 +35,7 @@ def identity_votes(reference_scores: dict[str, float], reference_identity: dict[
     return {k: v / total for k, v in sorted(shares.items(), key=lambda kv: -kv[1])}
 
 
-def assign_identities(votes: dict[str, float], min_confidence: float = 0.5) -> list[str]:
+def assign_identities(votes: dict[str, float], min_confidence: float = 0.7) -> list[str]:
     """Named identities whose vote share reaches min_confidence, most voted first;
     ["unknown"] when none does. The unnamed pool is never an identity."""
     chosen = [name for name, share in sorted(votes.items(), key=lambda kv: -kv[1])
@@ -43,7 +43,7 @@ def assign_identities(votes: dict[str, float], min_confidence: float = 0.5) -> l
     return chosen or [UNKNOWN]
 
 
-def assign_scene_identities(page_votes: list[dict[str, float]], min_confidence: float = 0.5) -> list[str]:
+def assign_scene_identities(page_votes: list[dict[str, float]], min_confidence: float = 0.7) -> list[str]:
     """One assignment for all frames of a scene: the mean of their vote shares."""
     if not page_votes:
         return [UNKNOWN]
