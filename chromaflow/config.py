@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 DEFAULT_CONFIG = CONF_DIR / "default.yaml"
@@ -131,6 +131,12 @@ class ColorizeConfig(_Section):
     palette_tolerance: float = Field(8.0, ge=0, le=100)
     palette_memory_seed: str | None = None
     diffusion: DiffusionConfig = DiffusionConfig()
+
+    @field_validator("palette_memory_seed")
+    @classmethod
+    def _absolute_seed(cls, value: str | None) -> str | None:
+        # Stored in job.json: a rerun from another directory must find the same file.
+        return str(Path(value).expanduser().absolute()) if value else value
 
 
 class UpscaleConfig(_Section):

@@ -154,3 +154,10 @@ def test_pages_with_different_references_agree_with_memory(shaded_store):
     assert len({frozenset(c) for c in outputs[True]}) == 1  # one memory, one set of colors
     remembered = {tuple(int(v) for v in c) for c in memory.colors(["alice"])}
     assert outputs[True][0] - {(255, 255, 255)} <= remembered and len(outputs[True][0]) >= 3
+
+
+def test_seed_path_is_stored_absolute(tmp_path, monkeypatch):
+    """job.json keeps the seed path: a rerun from another directory must find the file."""
+    monkeypatch.chdir(tmp_path)
+    config = load_config(overrides=["colorize.palette_memory_seed=ch1/palette_memory.json"])
+    assert config.colorize.palette_memory_seed == str(tmp_path / "ch1" / "palette_memory.json")
