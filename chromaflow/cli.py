@@ -31,6 +31,7 @@ console = Console(stderr=True)
 
 def _user_errors() -> tuple[type[Exception], ...]:
     from chromaflow.config import ConfigError
+    from chromaflow.retrieval.palette import PaletteMemoryError
     from chromaflow.retrieval.references import ReferenceFolderError
     from chromaflow.retrieval.store import StoreError
     from chromaflow.storage.eval_dataset import EvalDatasetError
@@ -38,7 +39,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from chromaflow.storage.sources import SourceError
 
     return (ConfigError, SourceError, ReferenceFolderError, ImageError, EvalDatasetError, StoreError,
-            FileNotFoundError)
+            PaletteMemoryError, FileNotFoundError)
 
 
 def _fail(message: str, code: int = 2) -> None:

@@ -24,6 +24,7 @@ from chromaflow.config import Config, load_config
 from chromaflow.flows.summary import JobIncomplete, JobSummary
 from chromaflow.models.stages import color_stage_inputs, stage_config_hash
 from chromaflow.ray_pool import StagePool
+from chromaflow.retrieval.palette import PaletteMemory
 from chromaflow.retrieval.references import scan_reference_folder
 from chromaflow.storage.atomic import remove_stale_temp_files
 from chromaflow.storage.job import JobDir, safe_job_name
@@ -44,6 +45,8 @@ def prepare_job(source: str, refs: str, out: str | None, config: Config, kind: s
     if actual != kind:
         raise SourceError(f"{source_path}: is an {actual} source; use the colorize-{actual} flow")
     scan_reference_folder(refs)  # missing/empty refs folder: fail before any work
+    if config.colorize.palette_memory and config.colorize.palette_memory_seed:
+        PaletteMemory.load(config.colorize.palette_memory_seed)  # a broken seed file, likewise
     name = safe_job_name(config.job.name or source_path.stem or source_path.name)
     root = Path(out).resolve() if out else Path.cwd() / "chromaflow-out" / name
     root.mkdir(parents=True, exist_ok=True)

@@ -41,6 +41,10 @@ FORMAT = 1
 RGB = tuple[int, int, int]
 
 
+class PaletteMemoryError(ValueError):
+    """A palette memory file that cannot be used; str() is one line naming the file."""
+
+
 @dataclass
 class PaletteEntry:
     rgb: RGB  # canonical color: the heaviest member
@@ -131,16 +135,16 @@ class PaletteMemory:
 
     @classmethod
     def load(cls, path: str | Path) -> "PaletteMemory":
-        """ValueError naming the file when it is missing or broken."""
+        """PaletteMemoryError (a ValueError) naming the file when it is missing or broken."""
         path = Path(path)
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
             return cls.from_dict(data, str(path))
         except FileNotFoundError:
-            raise ValueError(f"{path}: palette memory file not found") from None
+            raise PaletteMemoryError(f"{path}: palette memory file not found") from None
         except (ValueError, KeyError, TypeError, IndexError) as exc:
             message = str(exc) if str(exc).startswith(str(path)) else f"{path}: unreadable palette memory ({exc})"
-            raise ValueError(message) from None
+            raise PaletteMemoryError(message) from None
 
 
 # ---------------------------------------------------------------------- building from a pool

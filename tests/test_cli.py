@@ -40,6 +40,16 @@ def test_unknown_config_key_is_one_line_error(tmp_path, chapter_dir, refs_dir):
     assert result.exit_code == 2 and f"{bad}: unknown key 'ray.num_actor'" in result.output
 
 
+def test_broken_palette_seed_is_one_line_error_before_work(prefect_harness, tmp_path, chapter_dir, refs_dir):
+    seed = tmp_path / "series.json"
+    seed.write_text("{nope")
+    result = CliRunner().invoke(app, ["colorize", str(chapter_dir), "--refs", str(refs_dir), "--out",
+                                      str(tmp_path / "o"), "--set", f"colorize.palette_memory_seed={seed}"])
+    assert result.exit_code == 2, result.output
+    assert f"{seed}: unreadable palette memory" in result.output
+    assert not (tmp_path / "o" / "job.json").exists()  # no job was started
+
+
 def test_missing_source_and_refs(tmp_path, refs_dir):
     result = CliRunner().invoke(app, ["rerun", str(tmp_path)])
     assert result.exit_code == 2 and "not a chromaflow job folder" in result.output
