@@ -52,10 +52,6 @@ class PaletteEntry:
     members: dict[RGB, float] = field(default_factory=dict)
     fixed: bool = False  # seeded from an earlier job: the canonical color never changes
 
-    @property
-    def lab(self) -> np.ndarray:
-        return rgb_to_lab(np.array([self.rgb]))[0]
-
 
 class PaletteMemory:
     def __init__(self) -> None:
@@ -91,7 +87,7 @@ class PaletteMemory:
         if not entries:
             return None
         lab = rgb_to_lab(np.array([tuple(rgb)]))[0]
-        d = np.linalg.norm(np.stack([e.lab for e in entries]) - lab, axis=1)
+        d = np.linalg.norm(rgb_to_lab(np.array([e.rgb for e in entries])) - lab, axis=1)  # one conversion
         best = int(d.argmin())
         return entries[best] if d[best] <= tolerance else None
 
