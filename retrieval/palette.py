@@ -4,8 +4,9 @@ Why: an identity's references come from different sources (model sheets, colored
 scans), so "the same red jacket" arrives as several nearby RGB values. The region colorizer
 fills with the exact colors of the references retrieved for a page, so without a memory the
 jacket would take a slightly different red on every page, depending on which references
-retrieval found. The memory clusters every identity's colors once per job; each page's fills
-snap to the cluster's canonical color, so a character keeps one red from first page to last.
+retrieval found. The memory clusters every identity's colors once per job; the colorizer
+reads every reference color near a cluster as the cluster's canonical color before voting,
+so a character keeps one red from first page to last.
 
 Deterministic with shards colorized in parallel: the memory is built once, before the
 colorize stage, from the reference pool alone (sorted order; nothing depends on which page
@@ -221,7 +222,6 @@ def write_job_palette_memory(store, path: str | Path, tolerance: float, seed_pat
     memory, cache = build_palette_memory(store, tolerance, seed, cache)
     memory.save(path, tolerance=tolerance, seed=str(seed_path) if seed_path else None, reference_colors=cache)
     return path
-
 
 
 def job_palette_memory(job, config) -> PaletteMemory | None:
