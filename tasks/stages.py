@@ -30,8 +30,11 @@ def shard_cache_key(stage: str):
         job = JobDir.open(parameters["job_root"])
         shard = parameters["shard"]
         config = Config.model_validate(parameters["config_json"])
-        extra = {"retrieval": open_store(job).fingerprint,
-                 "color": color_stage_inputs(job, config, open_store(job).fingerprint)}.get(stage, "")
+        extra = ""
+        if stage == "retrieval":
+            extra = open_store(job).fingerprint
+        elif stage == "color":
+            extra = color_stage_inputs(job, config, open_store(job).fingerprint)
         input_sha = input_fingerprint(job, stage, shard, extra)
         config_sha = stage_config_hash(config, stage)
         if not is_done(job, stage, shard, input_sha, config_sha):
