@@ -108,13 +108,18 @@ class Palette:
     rgb: np.ndarray  # uint8 (P, 3)
 
 
+def rgb_keys(px: np.ndarray) -> np.ndarray:
+    """One int64 per RGB pixel (N x 3 uint8), so distinct colors are found with np.unique."""
+    return (px[:, 0].astype(np.int64) << 16) | (px[:, 1].astype(np.int64) << 8) | px[:, 2]
+
+
 def flat_colors(color: np.ndarray, mask: np.ndarray) -> dict[tuple[int, int, int], float]:
     """Exact RGB values covering at least MIN_PALETTE_SHARE of the masked pixels (flat
     fills; anti-aliasing blends and JPEG noise do not), with their pixel shares."""
     px = color[mask]
     if len(px) == 0:
         return {}
-    keys = (px[:, 0].astype(np.int64) << 16) | (px[:, 1].astype(np.int64) << 8) | px[:, 2]
+    keys = rgb_keys(px)
     uniq, counts = np.unique(keys, return_counts=True)
     share = counts / len(px)
     keep = share >= MIN_PALETTE_SHARE
@@ -162,7 +167,7 @@ def snap_image(img: np.ndarray, targets: np.ndarray | None, tolerance: float) ->
     if targets is None or not len(targets):
         return img
     px = img.reshape(-1, 3)
-    keys = (px[:, 0].astype(np.int64) << 16) | (px[:, 1].astype(np.int64) << 8) | px[:, 2]
+    keys = rgb_keys(px)
     uniq, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
     return snap_colors(px[first], targets, tolerance)[inverse.ravel()].reshape(img.shape)
 
@@ -171,7 +176,7 @@ def quantize(color: np.ndarray, palette: Palette) -> np.ndarray:
     """Index of the nearest palette entry (CIELAB distance) for every pixel; int32 H x W."""
     h, w = color.shape[:2]
     px = color.reshape(-1, 3)
-    keys = (px[:, 0].astype(np.int64) << 16) | (px[:, 1].astype(np.int64) << 8) | px[:, 2]
+    keys = rgb_keys(px)
     uniq, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
     lab = cv2.cvtColor(px[first][None], cv2.COLOR_RGB2LAB)[0].astype(np.float32)
     d = ((lab[:, None, :] - palette.lab[None]) ** 2).sum(-1)
