@@ -73,11 +73,14 @@ table{border-collapse:collapse;margin:12px 0;font-size:13px} td,th{border:1px so
 """
 
 
-def palette_memory_html(job: JobDir) -> str:
+def palette_memory_html(job: JobDir, enabled: bool) -> str:
     """Each identity's remembered colors (palette_memory.json) as swatches, heaviest first;
-    a note when the job has none (memory off) or the file is unreadable."""
-    if not job.palette_memory.exists():
+    a note when the job uses none (memory off: a file left by an earlier run is not shown)
+    or the file is unreadable."""
+    if not enabled:
         return "<p>none (colorize.palette_memory is off)</p>"
+    if not job.palette_memory.exists():
+        return "<p>none (no palette_memory.json in the job folder)</p>"
     try:
         identities = json.loads(job.palette_memory.read_text(encoding="utf-8"))["identities"]
     except (ValueError, KeyError) as exc:
@@ -136,7 +139,7 @@ def write_report(job: JobDir, manifest_rows: list[dict], pages: list[dict], fail
 backend {html.escape(info['config']['colorize']['backend'])} · {len(pages)} pages written</p>
 <h2>Problems</h2><ul>{fail_html}</ul>
 <h2>Before / after</h2><div class="grid">{''.join(cards)}</div>
-<h2>Palette memory</h2>{palette_memory_html(job)}
+<h2>Palette memory</h2>{palette_memory_html(job, info['config']['colorize'].get('palette_memory', False))}
 <h2>Shards</h2><table><tr><th>shard</th>{header}</tr>{''.join(body)}</table>
 </body></html>"""
     target = job.root / "report.html"
