@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	# torch first, pinned: these wheels lie on the build machines' disk; an unpinned torch
 	# would pull a multi-GB build from the registry.
 	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install --quiet -e '.[test,demo]'
+	$(PY) -m pip install --quiet -e '.[cpu,test,demo]'
 	touch $(STAMP)
 
 venv: $(STAMP)

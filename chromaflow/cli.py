@@ -30,10 +30,10 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 console = Console(stderr=True)
 
 def _user_errors() -> tuple[type[Exception], ...]:
-    from chromaflow.config import ConfigError
-    from chromaflow.retrieval.palette import PaletteMemoryError
+    from chromaflow.conf import ConfigError
+    from chromaflow.models.palette_memory import PaletteMemoryError
     from chromaflow.retrieval.references import ReferenceFolderError
-    from chromaflow.retrieval.store import StoreError
+    from chromaflow.retrieval.store_format import StoreError
     from chromaflow.storage.eval_dataset import EvalDatasetError
     from chromaflow.storage.images import ImageError
     from chromaflow.storage.sources import SourceError
@@ -67,20 +67,21 @@ class _ProgressWatcher:
             self._thread.join(timeout=2)
 
     def _run(self) -> None:
-        from chromaflow.storage.job import STAGES, JobDir
+        from chromaflow.stages.registry import SHARD_SETS
+        from chromaflow.storage.job import JobDir
         from chromaflow.storage.manifest import manifest_rows
 
         with Progress(TextColumn("{task.description:>10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=console, transient=True) as progress:
-            bars = {stage: progress.add_task(stage, total=None) for stage in STAGES}
+            bars = {stage: progress.add_task(stage, total=None) for stage in SHARD_SETS}
             while not self._stop.wait(0.5):
                 try:
                     job = JobDir.open(self.job_root)
-                    rows = manifest_rows(job)
+                    rows = manifest_rows(job, SHARD_SETS)
                 except (FileNotFoundError, KeyError, ValueError):
                     continue
                 shards = job.num_shards()
-                for stage in STAGES:
+                for stage in SHARD_SETS:
                     done = sum(1 for r in rows if r["stage"] == stage and r["status"] in ("ok", "partial", "failed"))
                     progress.update(bars[stage], total=shards or None, completed=done)
 
@@ -115,7 +116,7 @@ def colorize(
     set_: list[str] = typer.Option([], "--set", help="Override a config key: --set colorize.work_size=768"),
 ) -> None:
     """Colorize a chapter or an episode."""
-    from chromaflow.config import load_config
+    from chromaflow.conf import load_config
     from chromaflow.flows.colorize import colorize as run_colorize
 
     try:
@@ -141,21 +142,22 @@ def rerun(out: Path = typer.Argument(..., help="An existing job folder.")) -> No
 @app.command()
 def status(out: Path = typer.Argument(..., help="An existing job folder.")) -> None:
     """Per-shard status table from the job's stats files (also rewrites manifest.parquet)."""
-    from chromaflow.storage.job import STAGES, JobDir
+    from chromaflow.stages.registry import SHARD_SETS
+    from chromaflow.storage.job import JobDir
     from chromaflow.storage.manifest import write_manifest
 
     if not (out / "job.json").exists():
         _fail(f"{out}: not a chromaflow job folder (no job.json)")
     job = JobDir.open(out)
-    rows = write_manifest(job)
+    rows = write_manifest(job, SHARD_SETS)
     colors = {"ok": "green", "partial": "yellow", "failed": "red", "missing": "dim"}
     table = Table(title=f"{job.name} · {job.num_shards()} shards")
     table.add_column("shard")
-    for stage in STAGES:
+    for stage in SHARD_SETS:
         table.add_column(stage)
     for shard in range(job.num_shards()):
         cells = []
-        for stage in STAGES:
+        for stage in SHARD_SETS:
             row = next(r for r in rows if r["shard"] == shard and r["stage"] == stage)
             cells.append(f"[{colors[row['status']]}]{row['status']}[/] {row['samples']}")
         table.add_row(f"{shard:06d}", *cells)
@@ -188,7 +190,7 @@ def evaluate(
     backend: list[str] = typer.Option([], "--backend", help="Backends to compare (default: default + baselines)."),
 ) -> None:
     """Score colorizer backends on a line/color dataset (metrics.json, report.html)."""
-    from chromaflow.config import load_config
+    from chromaflow.conf import load_config
     from chromaflow.flows.evaluate import run_evaluation
 
     try:
@@ -217,7 +219,7 @@ def index(
     set_: list[str] = typer.Option([], "--set"),
 ) -> None:
     """Build or update a reference index (flow build-reference-index)."""
-    from chromaflow.config import load_config
+    from chromaflow.conf import load_config
     from chromaflow.flows.build_index import build_reference_index
 
     try:

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from prefect import flow
 
-from chromaflow.config import Config, load_config
+from chromaflow.conf import Config, load_config
 from chromaflow.models.evaluation import (
     METRIC_KEYS, PairResult, aggregate, aggregate_kinds, check_backends, default_backends, evaluate_pair,
     load_identity_views, make_pairs, sanitize, thumbnail)

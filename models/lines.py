@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from chromaflow.config import LinesConfig
+from chromaflow.conf import LinesConfig
 from chromaflow.storage.images import resize_longest
 
 LINEART, GRAY, COLOR = "lineart", "gray", "color"

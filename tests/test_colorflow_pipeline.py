@@ -11,7 +11,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from chromaflow.config import load_config  # noqa: E402
+from chromaflow.conf import load_config  # noqa: E402
 from chromaflow.models.colorflow.backend import DiffusionColorizer, page_seed, pick_resolution  # noqa: E402
 from chromaflow.models.colorflow.tiny import write_tiny_release  # noqa: E402
 from chromaflow.models.colorflow.weights import WeightsError, load_colorflow  # noqa: E402

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from chromaflow.config import Config
+from chromaflow.conf import Config
 from chromaflow.models.colorizers import BACKENDS, ColorizeRequest, Reference, build_colorizer
 from chromaflow.models.colorizers.region import RegionColorizer, RegionParams
 from chromaflow.models.lines import extract_lines

@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from chromaflow.config import load_config
+from chromaflow.conf import load_config
 from chromaflow.retrieval.clip import ClipEmbedder, ClipLoadError
-from chromaflow.retrieval.store import EmbedderMismatchError, ReferenceStore
+from chromaflow.retrieval.build import build_store
+from chromaflow.retrieval.search import ReferenceIndex
+from chromaflow.retrieval.store_format import EmbedderMismatchError
 
 from test_retrieval import FAST, make_pool, query
 
@@ -98,11 +100,11 @@ def test_clip_errors_are_one_line(tmp_path, open_clip_checkpoint):
 def test_store_with_clip_refuses_descriptor_queries(tmp_path, hf_checkpoint):
     refs = make_pool(tmp_path / "refs", shapes=("ball", "box"))
     cfg = clip_config(hf_checkpoint)
-    store = ReferenceStore.build(refs, tmp_path / "index", cfg)
+    store = build_store(refs, tmp_path / "index", cfg)
     assert store.info["embedder"]["name"] == "clip" and store.embeddings.shape[1] == 16
     lines, page = query("ball")
     result = store.search(lines, page, 2)
     assert len(result["references"]) == 2 and len(result["quadrants"]) == 4
-    assert ReferenceStore.open(tmp_path / "index").info["embedder"]["name"] == "clip"
+    assert ReferenceIndex.open(tmp_path / "index").info["embedder"]["name"] == "clip"
     with pytest.raises(EmbedderMismatchError, match="clip"):
-        ReferenceStore.open(tmp_path / "index", load_config(overrides=FAST))
+        ReferenceIndex.open(tmp_path / "index", load_config(overrides=FAST))

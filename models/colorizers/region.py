@@ -35,7 +35,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.optimize import linear_sum_assignment
 
-from chromaflow.config import ColorizeConfig, Config
+from chromaflow.conf import ColorizeConfig, Config
 from chromaflow.storage.images import resize_longest
 from chromaflow.models.segmentation import (
     ANALYSIS_SIZE, BALL_RADIUS_SHARE, MIN_BALL_RADIUS, Palette, Segmentation, build_palette, ink_mask, quantize, segment_line_art,

@@ -1,7 +1,6 @@
-"""The retrieve-references stage over one shard: query the job's reference store with
-each page's line art and store what was found (references, quadrant patches, assigned
-identities, and with `retrieval.store_canvas` the ColorFlow canvas) in the `retrieval/`
-shard set.
+"""retrieve: query the job's reference store with each page's line art and store what was
+found (references, quadrant patches, assigned identities, and with
+`retrieval.store_canvas` the ColorFlow canvas) in the `retrieve/` shard set.
 
 Manga pages are split into panels (models/panels.py) and each panel is searched as a
 drawing of its own: a page with two characters in two panels gets each one's references.
@@ -17,28 +16,28 @@ from __future__ import annotations
 import json
 from itertools import groupby
 
-from chromaflow.config import Config
+from chromaflow.conf import Config
 from chromaflow.models.panels import crop, panels_or_page, whole_image
+from chromaflow.retrieval.canvas import canvas_sample
+from chromaflow.retrieval.identity import identities_for_page
+from chromaflow.retrieval.search import ReferenceIndex
 from chromaflow.storage.images import decode_png, resize_longest
-from chromaflow.storage.job import STAGE_CONFIG, JobDir
-from chromaflow.storage.shards import ShardResult, json_bytes, run_stage_shard
+from chromaflow.storage.job import JobDir
+from chromaflow.storage.shards import json_bytes
 
-from .canvas import canvas_sample
-from .identity import identities_for_page
-from .store import ReferenceStore
+from .runner import ShardStats, run_shard
 
-_stores: dict[tuple, ReferenceStore] = {}
+_indexes: dict[tuple, ReferenceIndex] = {}
 
 
-def open_store(job: JobDir, config: Config | None = None) -> ReferenceStore:
-    """One open store per job, config and process (the index is read once, not per
-    shard). The folder's mtime is part of the key: a rebuilt store is reopened."""
+def open_index(job: JobDir, config: Config) -> ReferenceIndex:
+    """One open index per job folder, store version and retrieval settings in a process
+    (the index and the embedder are loaded once, not per shard)."""
     folder = job.references.resolve()
-    settings = config.section_hash("retrieval") if config is not None else ""
-    key = (str(folder), folder.stat().st_mtime_ns, settings)
-    if key not in _stores:
-        _stores[key] = ReferenceStore.open(folder, config)
-    return _stores[key]
+    key = (str(folder), (folder / "store.json").stat().st_mtime_ns, config.section_hash("retrieval"))
+    if key not in _indexes:
+        _indexes[key] = ReferenceIndex.open(folder, config)
+    return _indexes[key]
 
 
 def page_result(panels: list[tuple[tuple, dict]]) -> dict:
@@ -54,16 +53,16 @@ def page_result(panels: list[tuple[tuple, dict]]) -> dict:
             "references": sorted(best.values(), key=lambda r: -r["score"]), "identities": identities}
 
 
-def run_retrieval_shard(job: JobDir, shard: int, config: Config) -> ShardResult:
-    store = open_store(job, config)
+def run(job: JobDir, shard: int, config: Config) -> ShardStats:
+    store = open_index(job, config)
     top_k = config.retrieval.top_k
 
     def process_batch(items: list[tuple[str, dict]]) -> list[dict]:
         pages = []
         for key, inputs in items:
             lines = decode_png(inputs["lines"]["png"], gray=True)
-            page = resize_longest(decode_png(inputs["frames"]["png"]), max(lines.shape))
-            meta = json.loads(inputs["frames"]["json"])
+            page = resize_longest(decode_png(inputs["ingest"]["png"]), max(lines.shape))
+            meta = json.loads(inputs["ingest"]["json"])
             pages.append((lines, page, meta))
         found: list[dict] = []
         if pages and pages[0][2].get("kind") == "episode":
@@ -85,6 +84,4 @@ def run_retrieval_shard(job: JobDir, shard: int, config: Config) -> ShardResult:
             outputs.append(sample)
         return outputs
 
-    return run_stage_shard(job, "retrieval", shard, config.section_hash(*STAGE_CONFIG["retrieval"]),
-                           process_batch=process_batch, batch_size=config.job.shard_size,
-                           extra_input=store.fingerprint)
+    return run_shard(job, "retrieve", shard, config, process_batch, batch_size=config.job.shard_size)

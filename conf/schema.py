@@ -1,8 +1,8 @@
-"""Declarative job configuration: conf/*.yaml validated by pydantic.
+"""The configuration schema: every key, its type, its bounds and its default.
 
-`load_config()` starts from conf/default.yaml, deep-merges a user file, then applies
-`key.path=value` overrides. Unknown keys are errors that name the key, so a typo never
-silently falls back to a default.
+These pydantic models are the one place defaults are written. conf/default.yaml lists the
+same values with a comment per key for people to read and copy; tests/test_config.py
+fails when the two differ.
 """
 
 from __future__ import annotations
@@ -10,17 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-DEFAULT_CONFIG = CONF_DIR / "default.yaml"
-
-
-class ConfigError(ValueError):
-    """A configuration problem, phrased as one line for the user."""
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class _Section(BaseModel):
@@ -30,7 +22,8 @@ class _Section(BaseModel):
 class JobConfig(_Section):
     name: str | None = None
     shard_size: int = Field(16, ge=1, le=10000)
-    max_image_pixels: int = Field(200_000_000, ge=1)
+    # Pillow refuses images over 2 x its MAX_IMAGE_PIXELS (178,956,970 px) whatever this says.
+    max_image_pixels: int = Field(178_956_970, ge=1)
     max_image_side: int = Field(20000, ge=1)
 
 
@@ -41,7 +34,6 @@ class IngestConfig(_Section):
 
 
 class LinesConfig(_Section):
-    backend: str = "classical"
     work_size: int = Field(2048, ge=64)
     xdog_sigma: float = Field(0.7, gt=0)
     xdog_k: float = Field(1.6, gt=1)
@@ -140,7 +132,6 @@ class ColorizeConfig(_Section):
 
 
 class UpscaleConfig(_Section):
-    backend: str = "guided_filter"
     radius: int = Field(2, ge=1)
     eps: float = Field(1e-4, gt=0)
 
@@ -188,77 +179,3 @@ class Config(_Section):
             picked[key] = node
         payload = json.dumps(picked, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()
-
-
-def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: top level must be a mapping of sections")
-    return data
-
-
-def parse_overrides(overrides: list[str] | None) -> dict[str, Any]:
-    """Turn ['colorize.work_size=512', 'ray.address=auto'] into a nested dict.
-    Values are parsed as YAML scalars, so numbers, booleans and null work."""
-    nested: dict[str, Any] = {}
-    for item in overrides or []:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r}: expected key.path=value")
-        key, raw = item.split("=", 1)
-        parts = [p for p in key.strip().split(".") if p]
-        if not parts:
-            raise ConfigError(f"override {item!r}: empty key")
-        node = nested
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {item!r}: {part} is set twice")
-        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
-    return nested
-
-
-def _format_validation_error(exc: ValidationError, origin: str) -> str:
-    problems = []
-    for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"])
-        if err["type"] == "extra_forbidden":
-            problems.append(f"unknown key '{key}'")
-        else:
-            problems.append(f"'{key}': {err['msg']}")
-    return f"{origin}: " + "; ".join(problems)
-
-
-def validate_config(data: dict[str, Any], origin: str = "config") -> Config:
-    try:
-        return Config.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(_format_validation_error(exc, origin)) from None
-
-
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    data = _read_yaml(DEFAULT_CONFIG)
-    origin = str(DEFAULT_CONFIG)
-    if path is not None:
-        data = _deep_merge(data, _read_yaml(Path(path)))
-        origin = str(path)
-    if overrides:
-        data = _deep_merge(data, parse_overrides(overrides))
-        origin += " + --set overrides"
-    return validate_config(data, origin)
