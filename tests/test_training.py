@@ -141,14 +141,29 @@ def test_guided_sr_trains_and_completes_the_checkpoint(colorizer_run, training_s
     colorizer = step_dir(colorizer_run[0], 30)
     run = tmp_path / "gsrp"
     summary = train_guided_sr(str(training_set[0]), str(run), TINY,
-                              [f"train.init_weights={colorizer}", "train.steps=20", "train.validate_every=20",
-                               "train.checkpoint_every=10", "train.lr=3e-3"])
+                              [f"train.init_weights={colorizer}", "train.steps=12", "train.validate_every=12",
+                               "train.checkpoint_every=12", "train.lr=3e-3"])
     losses = [r["loss"] for r in read_metrics(run)]
-    assert len(losses) == 20 and np.mean(losses[-5:]) < np.mean(losses[:5]), losses
-    final = step_dir(run, 20) / "GraySD"
+    assert len(losses) == 12 and np.mean(losses[-5:]) < np.mean(losses[:5]), losses
+    final = step_dir(run, 12) / "GraySD"
     # its own MultiResNetModel + the colorizer's files: a complete GraySD the inference loader takes
     assert (final / "unet_lora.safetensors").read_bytes() == (colorizer / "GraySD" / "unet_lora.safetensors").read_bytes()
     components = load_colorflow(final.parent, colorizer_run[0] / "base" / "sd15")
     assert components.multires is not None
     # validation through GSRP on held-back pages improves over the untrained fusion module
-    assert summary["validation"][20]["psnr"] > summary["validation"][0]["psnr"] + 0.5
+    assert summary["validation"][12]["psnr"] > summary["validation"][0]["psnr"] + 0.5
+
+
+def test_cli_bad_inputs_are_one_line_errors(prefect_harness, tmp_path):
+    from typer.testing import CliRunner
+
+    from chromaflow.cli import app
+
+    result = CliRunner().invoke(app, ["train-colorizer", str(tmp_path), "--out", str(tmp_path / "run"),
+                                      "--config", TINY])
+    assert result.exit_code == 2 and "not a training set (no dataset.json)" in result.output
+    result = CliRunner().invoke(app, ["build-training-set", str(tmp_path / "nope"), "--out", str(tmp_path / "d")])
+    assert result.exit_code == 2 and "source does not exist" in result.output
+    result = CliRunner().invoke(app, ["train-guided-sr", str(tmp_path), "--out", str(tmp_path / "run"),
+                                      "--set", "train.validate_every=7"])
+    assert result.exit_code == 2 and "validate_every (7) must be a multiple of checkpoint_every" in result.output

@@ -138,7 +138,7 @@ class ColorizerModule(nn.Module):
                      images.shape[-2] // 8, images.shape[-1] // 8)
             eps = torch.randn(shape, generator=generator).to(images.device)
             latents = posterior_sample(self.vae, images, eps)
-        parts = latents.chunk(3 if self.channels == 9 else 2)
+        parts = latents.float().chunk(3 if self.channels == 9 else 2)  # latents and targets stay float32 under autocast
         query = parts[2] if self.channels == 9 else None
         return parts[0], condition_from_latents(parts[1], query, keep, self.channels)
 
