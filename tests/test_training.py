@@ -24,6 +24,7 @@ from training_data import CORRUPT_PAGE, make_colored_archive  # noqa: E402
 
 TINY = str(Path(__file__).resolve().parent.parent / "conf" / "tiny.yaml")
 NO_VALIDATION = ["train.validate_every=0"]
+SHORT = ["train.steps=16", "train.checkpoint_every=4", *NO_VALIDATION]
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +94,7 @@ def _wait_for(path: Path, process: subprocess.Popen, timeout: float) -> None:
     deadline = time.time() + timeout
     while not path.exists():
         assert process.poll() is None, process.stdout.read().decode(errors="replace")[-3000:]
-        assert time.time() < deadline, f"{path} did not appear"
+        assert time.time() < deadline, f"{path} did not appear within {timeout} s"
         time.sleep(0.2)
 
 
@@ -103,21 +104,23 @@ def test_kill_and_resume_gives_the_uninterrupted_curve(colorizer_run, training_s
     run = tmp_path / "run"
     env = dict(os.environ, PREFECT_API_URL=prefect_harness, PYTHONUNBUFFERED="1")
     args = [sys.executable, "-m", "chromaflow.cli", "train-colorizer", str(training_set[0]), "--out", str(run),
-            "--config", TINY, *[a for s in NO_VALIDATION for a in ("--set", s)]]
+            "--config", TINY, *[a for s in SHORT for a in ("--set", s)]]
     process = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        _wait_for(step_dir(run, 10) / "trainer_state.json", process, timeout=240)
+        # a liveness deadline, not a speed target: generous for a loaded 2-core CI machine
+        _wait_for(step_dir(run, 4) / "trainer_state.json", process, timeout=900)
     finally:
         os.killpg(process.pid, signal.SIGKILL)  # the CLI, its Ray cluster and the Ray Train workers
         process.wait()
     killed_at = list_checkpoints(run)[-1][0]
-    assert process.returncode == -signal.SIGKILL and 10 <= killed_at < 30
-    summary = train_colorizer(str(training_set[0]), str(run), TINY, NO_VALIDATION)
+    assert process.returncode == -signal.SIGKILL and 4 <= killed_at < 16
+    summary = train_colorizer(str(training_set[0]), str(run), TINY, SHORT)
     starts = json.loads((run / "run.json").read_text())["starts"]
     assert [s["step"] for s in starts] == [0, killed_at]  # continued from the saved step
     resumed = [r["loss"] for r in read_metrics(run)]
-    uninterrupted = [r["loss"] for r in read_metrics(colorizer_run[0])]
-    assert [r["step"] for r in read_metrics(run)] == list(range(1, 31)) and summary["steps"] == 30
+    # train.steps only says where a run stops: the first 16 losses of the 30-step run are the reference
+    uninterrupted = [r["loss"] for r in read_metrics(colorizer_run[0])][:16]
+    assert [r["step"] for r in read_metrics(run)] == list(range(1, 17)) and summary["steps"] == 16
     np.testing.assert_allclose(resumed, uninterrupted, rtol=1e-4, atol=1e-6)
 
 

@@ -216,3 +216,38 @@ def test_episode_neighbours_are_excluded():
     assert names == {f"c0000/c0000p{i:05d}.png" for i in range(3, 8)}
     chapter_page = dict(pages["c0000p00005"], kind="chapter")
     assert excluded_names({"pages": pages}, chapter_page, 2) == {"c0000/c0000p00005.png"}
+
+
+def test_in_process_resume_with_ema_and_accumulation(tmp_path):
+    """The loop without Ray (as the benchmark runs it): EMA + gradient accumulation, a
+    checkpoint at step 2, the step-4 checkpoint lost, a rerun redoes steps 3-4 identically."""
+    import shutil
+
+    from chromaflow.models.colorflow.weights import read_safetensors
+    from chromaflow.training.builders import resolve_sd15
+    from chromaflow.training.checkpoint import RAW_WEIGHTS, step_dir
+    from chromaflow.training.loop import WorkerContext, train_worker
+    from chromaflow.training.report import read_metrics, truncate_metrics
+
+    from chromaflow.training.build_set import build_training_set
+
+    src = make_colored_archive(tmp_path / "archive", chapters=1, pages=3)
+    config = load_config(TINY, ["train.steps=4", "train.checkpoint_every=2", "train.validate_every=0",
+                                "train.ema_decay=0.5", "train.grad_accum=2", "train.batch_size=1"])
+    with pytest.warns(UserWarning):
+        build_training_set(src, tmp_path / "data", config)
+    run = tmp_path / "run"
+    resolve_sd15(config, run)
+    train_worker("colorizer", str(tmp_path / "data"), str(run), config.model_dump(mode="json"), WorkerContext())
+    first = [r["loss"] for r in read_metrics(run)]
+    ema = read_safetensors(step_dir(run, 4) / "GraySD" / "unet_lora.safetensors")
+    raw = read_safetensors(step_dir(run, 4) / RAW_WEIGHTS)
+    key = next(k for k in ema if "lora_B" in k)
+    assert not torch.equal(ema[key], raw[f"unet_lora.safetensors/{key}"])  # checkpoints hold the EMA weights
+    shutil.rmtree(step_dir(run, 4))
+    truncate_metrics(run, 3)  # as if killed after logging step 3
+    train_worker("colorizer", str(tmp_path / "data"), str(run), config.model_dump(mode="json"), WorkerContext())
+    assert [r["step"] for r in read_metrics(run)] == [1, 2, 3, 4]
+    np.testing.assert_allclose([r["loss"] for r in read_metrics(run)], first, rtol=1e-5)
+    again = read_safetensors(step_dir(run, 4) / "GraySD" / "unet_lora.safetensors")
+    torch.testing.assert_close(again[key], ema[key])
