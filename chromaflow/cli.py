@@ -7,6 +7,8 @@
     chromaflow evaluate DATASET --out DIR [--backend NAME ...]
     chromaflow index REFS --out INDEX_DIR
     chromaflow convert-weights SRC DST
+    chromaflow build-training-set SRC --out DATA
+    chromaflow train-colorizer DATA --out RUN_DIR     (and train-guided-sr)
 
 Exit codes: 0 done, 1 finished with failed pages/shards (summary printed), 2 bad input
 or configuration (one line naming the file or key).
@@ -262,6 +264,71 @@ def convert_weights(src: Path = typer.Argument(...), dst: Path = typer.Argument(
     except (ValueError, OSError) as exc:
         _fail(str(exc))
     console.print(report)
+
+
+def _training_errors() -> tuple[type[Exception], ...]:
+    from chromaflow.models.colorflow.weights import WeightsError
+    from chromaflow.training.builders import TrainingSetupError
+    from chromaflow.training.dataset import DatasetError
+
+    return (*_user_errors(), DatasetError, TrainingSetupError, WeightsError)
+
+
+@app.command("build-training-set")
+def build_training_set(
+    source: Path = typer.Argument(..., help="Colored chapter/episode, or a folder of them (one per subfolder/CBZ/video)."),
+    out: Path = typer.Option(..., "--out", help="Training-set folder (created; reused to resume)."),
+    config: Optional[Path] = typer.Option(None, "--config"),
+    set_: list[str] = typer.Option([], "--set"),
+) -> None:
+    """Build WebDataset training shards from a colored archive (docs/training.md)."""
+    from chromaflow.conf import load_config
+    from chromaflow.flows.train import build_training_set as run_build
+
+    try:
+        load_config(config, set_)
+        summary = run_build(str(source), str(out), str(config) if config else None, set_)
+    except _training_errors() as exc:
+        _fail(str(exc))
+    for problem in summary["skipped"]:
+        console.print(f"[yellow]skipped:[/yellow] {problem}", highlight=False, soft_wrap=True)
+    console.print(f"training set: {out} · {summary['splits']} pages · {summary['shards']} shards "
+                  f"({summary['reused_shards']} reused)", highlight=False)
+
+
+def _train_command(kind: str, data: Path, out: Path, config: Optional[Path], set_: list[str]) -> None:
+    from chromaflow.conf import load_config
+    from chromaflow.flows.train import train_colorizer, train_guided_sr
+    from chromaflow.training.ray_train import TrainingError
+
+    flow_fn = train_colorizer if kind == "colorizer" else train_guided_sr
+    try:
+        load_config(config, set_)
+        summary = flow_fn(str(data), str(out), str(config) if config else None, set_)
+    except _training_errors() as exc:
+        _fail(str(exc))
+    except TrainingError as exc:
+        _fail(str(exc), code=1)
+    console.print(f"train-{kind}: {summary['steps']} steps · loss {summary['first_loss']:.4f} -> "
+                  f"{summary['last_loss']:.4f} · checkpoint {summary['checkpoint']}", highlight=False)
+
+
+@app.command("train-colorizer")
+def train_colorizer(data: Path = typer.Argument(..., help="Training-set folder (build-training-set)."),
+                    out: Path = typer.Option(..., "--out", help="Run folder (resumes from its newest checkpoint)."),
+                    config: Optional[Path] = typer.Option(None, "--config"),
+                    set_: list[str] = typer.Option([], "--set")) -> None:
+    """Fine-tune ColorFlow's ColorGuider + UNet LoRA on Ray Train."""
+    _train_command("colorizer", data, out, config, set_)
+
+
+@app.command("train-guided-sr")
+def train_guided_sr(data: Path = typer.Argument(..., help="Training-set folder (build-training-set)."),
+                    out: Path = typer.Option(..., "--out", help="Run folder (resumes from its newest checkpoint)."),
+                    config: Optional[Path] = typer.Option(None, "--config"),
+                    set_: list[str] = typer.Option([], "--set")) -> None:
+    """Train ColorFlow's guided super-resolution fusion module (GSRP) on Ray Train."""
+    _train_command("guided-sr", data, out, config, set_)
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class _Section(BaseModel):
@@ -123,12 +123,23 @@ class ColorizeConfig(_Section):
     palette_tolerance: float = Field(8.0, ge=0, le=100)
     palette_memory_seed: str | None = None
     diffusion: DiffusionConfig = DiffusionConfig()
+    # A ColorFlow weights folder holding GraySD/ (e.g. RUN_DIR/checkpoints/step-000500 from
+    # `chromaflow train-colorizer`); when set it replaces diffusion.colorflow_path (issue 15).
+    weights: str | None = None
 
-    @field_validator("palette_memory_seed")
+    @field_validator("palette_memory_seed", "weights")
     @classmethod
     def _absolute_seed(cls, value: str | None) -> str | None:
         # Stored in job.json: a rerun from another directory must find the same file.
         return str(Path(value).expanduser().absolute()) if value else value
+
+    @model_validator(mode="after")
+    def _weights_point_the_backend(self) -> "ColorizeConfig":
+        # The diffusion backend reads diffusion.colorflow_path; `weights` is the short name
+        # a user passes for a trained checkpoint (--set colorize.weights=...).
+        if self.weights and self.diffusion.colorflow_path != self.weights:
+            self.diffusion = self.diffusion.model_copy(update={"colorflow_path": self.weights})
+        return self
 
 
 class UpscaleConfig(_Section):
@@ -156,6 +167,94 @@ class ExportConfig(_Section):
     report_thumb_size: int = Field(320, ge=32)
 
 
+class TrainConfig(_Section):
+    """`chromaflow build-training-set`, `train-colorizer`, `train-guided-sr` (training/, docs/training.md)."""
+
+    seed: int = Field(0, ge=0)
+    # build-training-set
+    page_max_side: int = Field(1024, ge=64)
+    shard_size: int = Field(64, ge=1, le=100000)
+    validation_chapters: int = Field(1, ge=0)
+    refs_per_quadrant: int = Field(3, ge=1, le=16)
+    exclude_neighbors: int = Field(8, ge=0)
+    screen_weight: tuple[float, float] = (0.0, 1.0)
+    screen_period: tuple[float, float] = (4.0, 8.0)
+    shuffled_references: bool = False
+    shuffle_grids: list[int] = Field(default_factory=lambda: [2, 4, 8, 16, 32])
+    instance_crops: bool = False
+    # models
+    sd15_path: str | None = None
+    init_weights: str | None = None
+    random_base: Literal["tiny", "sd15"] | None = None
+    lora_rank: int = Field(64, ge=1, le=1024)
+    # Ray Train
+    num_workers: int = Field(1, ge=1)
+    use_gpu: Literal["auto"] | bool = "auto"
+    cpus_per_worker: float = Field(1, gt=0)
+    max_failures: int = Field(0, ge=0)
+    data_workers: int = Field(0, ge=0)
+    # optimisation
+    steps: int = Field(1000, ge=1)
+    batch_size: int = Field(1, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    lr: float = Field(1e-5, gt=0)
+    lr_warmup_steps: int = Field(0, ge=0)
+    weight_decay: float = Field(1e-2, ge=0)
+    max_grad_norm: float = Field(1.0, ge=0)
+    optimizer: Literal["auto", "adamw", "adamw8bit"] = "auto"
+    mixed_precision: Literal["auto", "no", "bf16"] = "auto"
+    gradient_checkpointing: bool = True
+    ema_decay: float | None = Field(None, gt=0, lt=1)
+    # colorizer samples
+    timestep_shift: float = 1.5
+    query_size: str = "512x800"
+    crop_context: tuple[float, float] = (0.25, 1.0)
+    crop_downsample: float = Field(0.5, gt=0, le=1)
+    screenstyle_prob: float = Field(0.5, ge=0, le=1)
+    shuffled_reference_prob: float = Field(0.0, ge=0, le=1)
+    # guided SR samples
+    gsrp_crop: int = Field(512, ge=64)
+    gsrp_scale: float = Field(0.5, gt=0, lt=1)
+    gsrp_vae_roundtrip: bool = True
+    # bookkeeping
+    log_every: int = Field(10, ge=1)
+    checkpoint_every: int = Field(500, ge=1)
+    keep_checkpoints: int = Field(3, ge=1)
+    validate_every: int = Field(1000, ge=0)
+    validation_pages: int = Field(4, ge=1)
+
+    @field_validator("sd15_path", "init_weights")
+    @classmethod
+    def _absolute_path(cls, value: str | None) -> str | None:
+        return str(Path(value).expanduser().absolute()) if value else value
+
+    @field_validator("shuffle_grids")
+    @classmethod
+    def _grids(cls, value: list[int]) -> list[int]:
+        if not value or any(g < 2 or g > 64 for g in value):
+            raise ValueError("grids must be between 2 and 64 cells per side")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "TrainConfig":
+        if self.validate_every and self.validate_every % self.checkpoint_every:
+            raise ValueError(f"validate_every ({self.validate_every}) must be a multiple of checkpoint_every "
+                             f"({self.checkpoint_every}): validation colorizes from a saved checkpoint")
+        for name in ("screen_weight", "crop_context"):
+            low, high = getattr(self, name)
+            if not 0 <= low <= high <= 1:
+                raise ValueError(f"{name} must be [low, high] with 0 <= low <= high <= 1")
+        if not 0 < self.screen_period[0] <= self.screen_period[1]:
+            raise ValueError("screen_period must be [low, high] with 0 < low <= high")
+        try:
+            width, height = (int(v) for v in self.query_size.lower().split("x"))
+        except ValueError:
+            raise ValueError(f"query_size: expected 'WxH', got {self.query_size!r}") from None
+        if width % 32 or height % 32 or width <= 0 or height <= 0:
+            raise ValueError(f"query_size {self.query_size}: sides must be positive multiples of 32")
+        return self
+
+
 class Config(_Section):
     job: JobConfig = JobConfig()
     ingest: IngestConfig = IngestConfig()
@@ -166,6 +265,7 @@ class Config(_Section):
     ray: RayConfig = RayConfig()
     prefect: PrefectConfig = PrefectConfig()
     export: ExportConfig = ExportConfig()
+    train: TrainConfig = TrainConfig()
 
     def section_hash(self, *keys: str) -> str:
         """Stable hash of the named sections or dotted keys ("colorize.work_size"): a stage's

@@ -18,9 +18,10 @@ ALLOWED: dict[str, set[str]] = {
     "models": {"conf", "storage"},
     "retrieval": {"conf", "storage", "models"},
     "stages": {"conf", "storage", "models", "retrieval"},
-    "tasks": {"conf", "storage", "models", "retrieval", "stages"},
-    "flows": {"conf", "storage", "models", "retrieval", "stages", "tasks"},
-    "chromaflow": {"conf", "storage", "models", "retrieval", "stages", "tasks", "flows"},
+    "training": {"conf", "storage", "models", "retrieval"},
+    "tasks": {"conf", "storage", "models", "retrieval", "stages", "training"},
+    "flows": {"conf", "storage", "models", "retrieval", "stages", "training", "tasks"},
+    "chromaflow": {"conf", "storage", "models", "retrieval", "stages", "training", "tasks", "flows"},
 }
 MAX_LINES = 450
 # TEMPORARY (lead, issue 10): the two known edges being removed on their branches right now
