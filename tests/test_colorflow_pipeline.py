@@ -16,7 +16,7 @@ from chromaflow.models.colorflow.backend import DiffusionColorizer, page_seed, p
 from chromaflow.models.colorflow.tiny import write_tiny_release  # noqa: E402
 from chromaflow.models.colorflow.weights import WeightsError, load_colorflow  # noqa: E402
 from chromaflow.models.colorizers import ColorizeRequest, Reference, build_colorizer  # noqa: E402
-from chromaflow.retrieval.canvas import build_canvas  # noqa: E402
+from chromaflow.models.colorflow.canvas import build_canvas  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -139,9 +139,11 @@ def test_lora_file_with_other_names_and_pickled_only_folder(release, tmp_path):
 
 
 def test_gsrp_tiles_big_pages(colorizer):
-    from chromaflow.models.colorflow.pipeline import _blend_weights, _tile_starts
+    from chromaflow.models.colorflow.pipeline import _blend_weights, _tile_spans
 
-    assert _tile_starts(100, 64, 48) == [0, 36] and _tile_starts(50, 64, 48) == [0]
+    # starts on latent pixels (multiples of 8), overlapping by >= 16, the last to the end
+    assert _tile_spans(100, 64, 16, 8) == [(0, 64), (32, 100)] and _tile_spans(50, 64, 16, 8) == [(0, 50)]
+    assert _tile_spans(200, 64, 16, 8) == [(0, 64), (48, 112), (96, 160), (136, 200)]
     assert _blend_weights(10, 12, 4).min() > 0
     pipe = colorizer.pipeline
     rng = np.random.default_rng(3)
