@@ -318,15 +318,19 @@ class ColorFlowPipeline:
 
 
 def _tile_spans(length: int, tile: int, overlap: int, align: int) -> list[tuple[int, int]]:
-    """(start, end) of overlapping tiles covering [0, length): starts are multiples of `align`
-    (so a tile's latent lines up with the page's), the last tile runs to the end (it may be up
-    to align-1 pixels longer than `tile`)."""
+    """(start, end) of the fewest overlapping tiles covering [0, length), evenly spaced:
+    starts are multiples of `align` (a tile's latent lines up with the page's), neighbours
+    overlap by at least `overlap`, and the last tile runs to the end (up to align-1 pixels
+    longer than `tile`)."""
     if length <= tile:
         return [(0, length)]
-    step = max(align, (tile - overlap) // align * align)
-    last = (length - tile) // align * align
-    starts = list(range(0, last, step)) + [last]
-    return [(s, s + tile) for s in starts[:-1]] + [(last, length)]
+    room = (length - tile) // align  # in align units
+    if room == 0:
+        return [(0, length)]
+    step = max(1, (tile - overlap) // align)
+    gaps = -(-room // step)
+    starts = [align * round(i * room / gaps) for i in range(gaps + 1)]
+    return [(s, s + tile) for s in starts[:-1]] + [(starts[-1], length)]
 
 
 def _blend_weights(height: int, width: int, overlap: int) -> np.ndarray:
