@@ -109,3 +109,143 @@ def test_line_scores_with_two_pixel_tolerance():
 def test_pair_metrics_rejects_size_mismatch():
     with pytest.raises(ValueError, match="sizes differ"):
         M.pair_metrics(canvas(10, 10), canvas(12, 10), np.full((12, 10), 255, np.uint8))
+
+
+# ------------------------------------------------------------------ thresholds and edge cases
+NEAR_RED = (220, 73, 30)  # CIEDE2000 7.8 from RED: right (threshold 10)
+FAR_RED = (220, 88, 30)  # CIEDE2000 12.0 from RED: wrong
+OFF_WHITE = (255, 255, 245)  # CIEDE2000 4.8 from white: near-white (threshold 6)
+CREAM = (255, 255, 240)  # CIEDE2000 6.9 from white: a color
+
+
+def _de(a, b) -> float:
+    """CIEDE2000 with skimage directly (the oracle for the test colors)."""
+    return float(deltaE_ciede2000(rgb2lab(np.array([[a]], np.uint8)), rgb2lab(np.array([[b]], np.uint8)))[0, 0])
+
+
+def test_test_colors_sit_on_both_sides_of_the_thresholds():
+    assert 7 < _de(NEAR_RED, RED) < 9 and 11 < _de(FAR_RED, RED) < 13
+    assert 4 < _de(OFF_WHITE, WHITE) < M.NEAR_WHITE_DELTA_E < _de(CREAM, WHITE) < 8
+
+
+def test_flat_color_accuracy_threshold_between_delta_e_8_and_12():
+    """A fill 8 off counts as right, 12 off as wrong: a threshold moved to 2 or to 40 fails."""
+    lines = square_lines()
+    gt = canvas()
+    gt[11:30, 11:30] = RED
+    near, far = gt.copy(), gt.copy()
+    near[11:30, 11:30] = NEAR_RED
+    far[11:30, 11:30] = FAR_RED
+    assert M.flat_color_accuracy(near, gt, lines)[0] == 1.0
+    assert M.flat_color_accuracy(far, gt, lines)[0] == 0.0
+    half = gt.copy()
+    half[11:30, 11:20] = NEAR_RED
+    half[11:30, 20:30] = FAR_RED
+    assert M.flat_color_accuracy(half, gt, lines)[0] == pytest.approx(9 / 19)
+
+
+def test_segment_accuracy_threshold_between_delta_e_8_and_12():
+    lines = np.minimum(square_lines(box=(2, 2, 22, 22)), square_lines(box=(26, 26, 36, 36)))
+    gt = canvas()
+    gt[3:22, 3:22] = RED
+    gt[27:36, 27:36] = BLUE
+    pred = gt.copy()
+    pred[3:22, 3:22] = NEAR_RED  # right
+    pred[27:36, 27:36] = BLUE
+    assert M.segment_accuracy(pred, gt, lines)[:2] == (1.0, 1.0)
+    pred[3:22, 3:22] = FAR_RED  # wrong: the big segment
+    acc, pix_acc, n = M.segment_accuracy(pred, gt, lines)
+    assert n == 2 and acc == 0.5 and pix_acc == pytest.approx(9 * 9 / (19 * 19 + 9 * 9))
+    # the segment's median color decides: a minority of wrong pixels does not
+    pred[3:22, 3:22] = RED
+    pred[3:8, 3:22] = FAR_RED  # 5 of 19 rows
+    assert M.segment_accuracy(pred, gt, lines)[0] == 1.0
+
+
+def test_near_white_threshold_decides_background():
+    lines = np.full((20, 20), 255, np.uint8)
+    assert M.background_mask(canvas(20, 20, OFF_WHITE), lines).all()
+    assert not M.background_mask(canvas(20, 20, CREAM), lines).any()
+
+
+def test_line_threshold_boundary():
+    lines = np.full((4, 4), 255, np.uint8)
+    lines[0, 0], lines[0, 1] = M.LINE_THRESHOLD - 1, M.LINE_THRESHOLD
+    mask = M.line_mask(lines)
+    assert mask[0, 0] and not mask[0, 1] and mask.sum() == 1
+    rgb = np.repeat(lines[..., None], 3, axis=2)
+    np.testing.assert_array_equal(M.line_mask(rgb), mask)
+
+
+def test_empty_foreground_background_and_segments_are_nan():
+    white = canvas(20, 20)
+    no_lines = np.full((20, 20), 255, np.uint8)
+    fg, bg = M.flat_color_accuracy(white, white, no_lines)  # all background: no foreground pixel
+    assert math.isnan(fg) and bg == 1.0
+    all_ink = np.zeros((20, 20), np.uint8)
+    fg, bg = M.flat_color_accuracy(white, white, all_ink)  # nothing but line pixels
+    assert math.isnan(fg) and math.isnan(bg)
+    acc, pix_acc, n = M.segment_accuracy(white, white, no_lines)  # the one segment is background
+    assert math.isnan(acc) and math.isnan(pix_acc) and n == 0
+    scores = M.pair_metrics(white, white, no_lines)
+    assert math.isnan(scores["flat_color_accuracy"]) and scores["segments"] == 0 and scores["psnr"] == 100.0
+    red = canvas(20, 20, RED)  # no near-white pixel at all: no background
+    fg, bg = M.flat_color_accuracy(red, red, no_lines)
+    assert fg == 1.0 and math.isnan(bg)
+
+
+def test_mostly_background_segments_and_specks_are_excluded():
+    """Segments more than half ground-truth background are left out (the line art's paper
+    around a drawing); exactly half or less stays. Segments under 8 pixels are specks."""
+    lines = np.minimum(square_lines(box=(2, 2, 12, 12)), square_lines(box=(16, 2, 26, 12)))
+    lines = np.minimum(lines, square_lines(box=(30, 2, 33, 5)))  # 2x2 = 4-px interior: a speck
+    gt = canvas()  # white, so the ground truth's white connects to the border through the strokes
+    gt[3:12, 3:7] = RED  # left box: 4 of 9 columns colored, 5 background -> excluded
+    gt[3:12, 17:22] = BLUE  # right box: 5 of 9 colored, 4 background -> kept
+    gt[3:5, 31:33] = RED
+    bg = M.background_mask(gt, lines)
+    assert bg[3:12, 7:12].all() and not bg[3:12, 3:7].any() and bg[3:12, 22:26].all()
+    pred = gt.copy()
+    pred[3:12, 17:22] = RED  # the kept segment wrong
+    pred[3:12, 3:7] = BLUE  # the excluded one wrong too: it does not count
+    pred[3:5, 31:33] = BLUE  # the speck: does not count
+    acc, pix_acc, n = M.segment_accuracy(pred, gt, lines)
+    # only the right box counts (the paper around the boxes is background too)
+    assert n == 1 and acc == 0.0 and pix_acc == 0.0
+    pred[3:12, 17:26] = gt[3:12, 17:26]
+    assert M.segment_accuracy(pred, gt, lines)[:3] == (1.0, 1.0, 1)
+
+
+def test_delta_e_of_color_lists_and_broadcast():
+    colors = np.array([[RED, NEAR_RED, FAR_RED]], np.uint8)
+    de = M.delta_e(colors, np.array(RED, np.uint8))
+    np.testing.assert_allclose(de[0], [0.0, _de(NEAR_RED, RED), _de(FAR_RED, RED)], atol=1e-9)
+
+
+def _result(identity, kind, **metrics):
+    from chromaflow.models.evaluation import METRIC_KEYS, PairResult
+
+    values = {key: metrics.get(key, 0.0) for key in METRIC_KEYS}
+    return PairResult("region", identity, kind, "view", ["ref"], values, 0.1, None)
+
+
+def test_aggregate_means_skip_nan_and_split_by_identity():
+    from chromaflow.models.evaluation import aggregate, aggregate_kinds
+
+    results = [
+        _result("alice", "pose", flat_color_accuracy=0.5, psnr=20.0),
+        _result("alice", "pose", flat_color_accuracy=float("nan"), psnr=30.0),
+        _result("bob", "recolor", flat_color_accuracy=1.0, psnr=40.0, segment_accuracy=float("nan")),
+    ]
+    summary = aggregate(results, line_f1=0.8, line_f1_gray=0.7)
+    assert summary["flat_color_accuracy"] == pytest.approx(0.75)  # mean of 0.5 and 1.0; NaN skipped
+    assert summary["psnr"] == pytest.approx(30.0) and summary["pairs"] == 3
+    assert summary["segment_accuracy"] == 0.0  # 0, 0 and a NaN
+    assert (summary["line_f1"], summary["line_f1_gray"]) == (0.8, 0.7)
+    assert list(summary["identities"]) == ["alice", "bob"]
+    alice, bob = summary["identities"]["alice"], summary["identities"]["bob"]
+    assert alice["flat_color_accuracy"] == 0.5 and alice["psnr"] == 25.0 and alice["pairs"] == 2
+    assert bob["pairs"] == 1 and math.isnan(bob["segment_accuracy"])  # only NaN: NaN, not 0
+    kinds = aggregate_kinds(results)
+    assert kinds["pose"]["pairs"] == 2 and kinds["recolor"]["psnr"] == 40.0
+    assert math.isnan(aggregate([], 0.0, 0.0)["psnr"])
