@@ -6,9 +6,9 @@ package-dir), so tools that copy sources elsewhere and import them by path (mutm
 in place and runs a test command, which works with any layout; this runner gives it a copy:
 
 1. `git archive HEAD` into WORK/src (the committed code; the worktree is never touched),
-   plus WORK/shim/chromaflow, a symlink farm that maps the folders as pyproject does; the
-   tests run with PYTHONPATH=WORK/shim, which Python's path finder serves before the
-   editable install's finder;
+   with links WORK/src/chromaflow/{models,flows,...} -> WORK/src/<folder>, the mapping
+   pyproject makes; the tests run in WORK/src with PYTHONPATH=WORK/src, which Python's path
+   finder serves before the editable install's finder;
 2. per group of groups.toml: a cosmic-ray config, `init`, the operator filter (one natural
    mutation per site, as mutmut makes: `<` -> `<=`, `+` -> `-`, numbers +-1, `and` -> `or`,
    True <-> False, dropped `not`/unary minus, loops run zero times; not cosmic-ray's
@@ -54,28 +54,23 @@ def run(cmd: list[str], cwd: Path, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=cwd, check=True, text=True, **kwargs)
 
 
-def prepare(work: Path) -> tuple[Path, Path]:
-    """WORK/src: the committed tree; WORK/shim: `chromaflow.*` mapped onto it."""
-    src, shim = work / "src", work / "shim"
-    for path in (src, shim):
-        shutil.rmtree(path, ignore_errors=True)
+def prepare(work: Path) -> Path:
+    """WORK/src: the committed tree, with `chromaflow/<name>` links to the mapped folders so
+    that `import chromaflow.models` from WORK/src finds the copy."""
+    src = work / "src"
+    shutil.rmtree(src, ignore_errors=True)
     src.mkdir(parents=True)
     archive = subprocess.run(["git", "archive", "HEAD"], cwd=ROOT, check=True, capture_output=True).stdout
     subprocess.run(["tar", "-x", "-C", str(src)], input=archive, check=True)
-    package = shim / "chromaflow"
-    package.mkdir(parents=True)
-    for entry in (src / "chromaflow").iterdir():
-        (package / entry.name).symlink_to(entry)
     for name, folder in PACKAGE_DIRS.items():
         if name != "chromaflow":
-            (package / name).symlink_to(src / folder)
-    (shim / "conf").symlink_to(src / "conf")
-    env = dict(os.environ, PYTHONPATH=str(shim))
+            (src / "chromaflow" / name).symlink_to(src / folder)
     where = subprocess.run([sys.executable, "-c", "import chromaflow.models.metrics as m; print(m.__file__)"],
-                           cwd=src, env=env, check=True, capture_output=True, text=True).stdout.strip()
-    if not where.startswith(str(shim)):
-        raise SystemExit(f"mutate: chromaflow is imported from {where}, not from the copy in {shim}")
-    return src, shim
+                           cwd=src, env=dict(os.environ, PYTHONPATH=str(src)), check=True, capture_output=True,
+                           text=True).stdout.strip()
+    if not where.startswith(str(src)):
+        raise SystemExit(f"mutate: chromaflow is imported from {where}, not from the copy in {src}")
+    return src
 
 
 def line_ranges(module: Path, include: list[str], exclude: list[str]) -> list[str]:
@@ -103,7 +98,7 @@ def line_ranges(module: Path, include: list[str], exclude: list[str]) -> list[st
     return lines + [f"{start}-{len(module.read_text().splitlines())}"]
 
 
-def write_config(work: Path, src: Path, shim: Path, name: str, group: dict) -> Path:
+def write_config(work: Path, src: Path, name: str, group: dict) -> Path:
     module = group["module"]
     tests = " ".join(group["tests"])
     lines = ""
@@ -115,7 +110,7 @@ def write_config(work: Path, src: Path, shim: Path, name: str, group: dict) -> P
 module-path = "{module}"
 timeout = {float(group.get("timeout", 120))}
 excluded-modules = []
-test-command = "env PYTHONPATH={shim} HF_HUB_OFFLINE=1 RAY_USAGE_STATS_ENABLED=0 {sys.executable} -m pytest -x -q -p no:cacheprovider {tests}"
+test-command = "env PYTHONPATH={src} HF_HUB_OFFLINE=1 RAY_USAGE_STATS_ENABLED=0 {sys.executable} -m pytest -x -q -p no:cacheprovider {tests}"
 
 [cosmic-ray.distributor]
 name = "local"
@@ -163,9 +158,9 @@ def cosmic_ray_tool(name: str) -> str:
     return str(Path(sys.executable).with_name(name))
 
 
-def new_session(work: Path, src: Path, shim: Path, name: str, group: dict) -> tuple[Path, Path]:
+def new_session(work: Path, src: Path, name: str, group: dict) -> tuple[Path, Path]:
     """The group's config and a filtered session database (what is left is run)."""
-    config = write_config(work, src, shim, name, group)
+    config = write_config(work, src, name, group)
     session = work / f"{name}.sqlite"
     session.unlink(missing_ok=True)
     run([cosmic_ray_tool("cosmic-ray"), "init", str(config), str(session)], src)
@@ -191,11 +186,11 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"mutate: unknown group(s) {', '.join(unknown)}; see {GROUPS}")
     work = Path(os.environ.get("MUTATE_DIR", "/tmp/chromaflow-mutate")).resolve()
-    src, shim = prepare(work)
+    src = prepare(work)
     (work / "reports").mkdir(exist_ok=True)
     lines = []
     for name in args.groups or list(groups):
-        config, session = new_session(work, src, shim, name, groups[name])
+        config, session = new_session(work, src, name, groups[name])
         if args.count:
             todo = [r for _, r in session_results(session, src) if not (r and r.get("worker_outcome") == "skipped")]
             print(f"{name}: {len(todo)} mutants to run", flush=True)
