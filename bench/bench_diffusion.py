@@ -136,6 +136,7 @@ def main() -> None:
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="GPU dense bf16 peak (H100 SXM: 989)")
     parser.add_argument("--full-size", action="store_true", help="SD1.5-size models also on CPU (a dry run of the GPU path)")
     parser.add_argument("--query", default=None, help="query WxH (default: 512x800 with SD1.5-size models, 64x64 tiny)")
+    parser.add_argument("--json", type=Path, help="also write the result here")
     args = parser.parse_args()
 
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
@@ -205,6 +206,8 @@ def main() -> None:
     if not gpu:
         result["note"] = "no CUDA device: CPU only; GPU numbers (SD1.5 size, 512x800, bf16) are pending"
     print(json.dumps(result, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

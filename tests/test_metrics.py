@@ -195,8 +195,8 @@ def test_empty_foreground_background_and_segments_are_nan():
 
 
 def test_mostly_background_segments_and_specks_are_excluded():
-    """Segments more than half ground-truth background are left out (the line art's paper
-    around a drawing); exactly half or less stays. Segments under 8 pixels are specks."""
+    """Segments half or more ground-truth background are left out (the line art's paper
+    around a drawing); less than half stays. Segments under 8 pixels are specks."""
     lines = np.minimum(square_lines(box=(2, 2, 12, 12)), square_lines(box=(16, 2, 26, 12)))
     lines = np.minimum(lines, square_lines(box=(30, 2, 33, 5)))  # 2x2 = 4-px interior: a speck
     gt = canvas()  # white, so the ground truth's white connects to the border through the strokes
@@ -249,3 +249,85 @@ def test_aggregate_means_skip_nan_and_split_by_identity():
     kinds = aggregate_kinds(results)
     assert kinds["pose"]["pairs"] == 2 and kinds["recolor"]["psnr"] == 40.0
     assert math.isnan(aggregate([], 0.0, 0.0)["psnr"])
+
+
+# ------------------------------------------------------------------ found by `make mutate`
+def test_delta_e_pair_keys_never_collide():
+    """Each (pred, gt) color pair is computed once: the packed key must keep every channel of
+    both colors apart (colors that differ only in one channel, or whose bits would overlap
+    if a channel were shifted one bit too far)."""
+    a = np.array([[(0, 1, 0), (0, 0, 128), (0, 0, 0), (0, 0, 0), (0, 0, 0)]], np.uint8)
+    b = np.array([[(0, 0, 0), (0, 0, 0), (10, 0, 0), (20, 0, 0), (0, 0, 30)]], np.uint8)
+    expected = deltaE_ciede2000(rgb2lab(a), rgb2lab(b))
+    np.testing.assert_allclose(M.delta_e(a, b), expected, atol=1e-9)
+    assert len(set(np.round(expected[0], 6))) == 5
+
+
+def test_background_reaches_each_border_alone():
+    """Near-white that touches only the top (or bottom, left, right) edge is background."""
+    lines = np.full((20, 20), 255, np.uint8)
+    for side in ("top", "bottom", "left", "right"):
+        gt = canvas(20, 20, RED)
+        opening = {"top": (slice(0, 10), slice(8, 12)), "bottom": (slice(10, 20), slice(8, 12)),
+                   "left": (slice(8, 12), slice(0, 10)), "right": (slice(8, 12), slice(10, 20))}[side]
+        gt[opening] = WHITE
+        assert M.background_mask(gt, lines)[opening].all(), side
+        enclosed = gt.copy()
+        edge = {"top": (0, slice(8, 12)), "bottom": (19, slice(8, 12)),
+                "left": (slice(8, 12), 0), "right": (slice(8, 12), 19)}[side]
+        enclosed[edge] = RED  # the same white, cut off from the border: foreground
+        assert not M.background_mask(enclosed, lines).any(), side
+
+
+def test_segment_exactly_half_background_is_excluded():
+    """Kept only when less than half of it is ground-truth background."""
+    lines = square_lines(box=(2, 2, 11, 12))  # 8 columns x 9 rows inside
+    gt = canvas()
+    gt[3:12, 3:7] = RED  # 4 of 8 columns colored, 4 background
+    bg = M.background_mask(gt, lines)
+    assert bg[3:12, 7:11].all() and not bg[3:12, 3:7].any()
+    assert M.segment_accuracy(gt, gt, lines)[2] == 0
+    gt[3:12, 7] = RED  # 5 of 8 columns colored: kept
+    assert M.segment_accuracy(gt, gt, lines)[2] == 1
+
+
+def test_no_segment_gives_nan_without_warnings():
+    import warnings
+
+    white = canvas(20, 20)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "mean of empty slice" on the way to NaN
+        acc, pix_acc, n = M.segment_accuracy(white, white, np.full((20, 20), 255, np.uint8))
+    assert math.isnan(acc) and math.isnan(pix_acc) and n == 0
+
+
+def test_psnr_squares_the_error_and_caps_at_100():
+    gt = canvas(color=(100, 100, 100))
+    assert M.psnr(gt + 2, gt) == pytest.approx(10 * math.log10(255 ** 2 / 4))
+    big = np.full((300, 300, 3), 100, np.uint8)
+    near = big.copy()
+    near[0, 0, 0] = 101  # mse 1/270000: 102.4 dB uncapped
+    assert M.psnr(near, big) == 100.0
+
+
+def test_line_scores_ink_threshold_and_empty_cases():
+    blank = np.full((20, 20), 255, np.uint8)
+    drawn = blank.copy()
+    drawn[10, 2:18] = 127  # darkest half of the range: ink
+    assert M.line_scores(blank, blank) == {"precision": 1.0, "recall": 1.0, "f1": 1.0}
+    assert M.line_scores(drawn, blank) == {"precision": 0.0, "recall": 0.0, "f1": 0.0}
+    assert M.line_scores(blank, drawn) == {"precision": 0.0, "recall": 0.0, "f1": 0.0}
+    assert M.line_scores(drawn, drawn)["f1"] == 1.0
+    faint = blank.copy()
+    faint[10, 2:18] = 128  # not ink
+    assert M.line_scores(faint, blank)["f1"] == 1.0
+
+
+def test_line_scores_precision_below_one():
+    true = np.full((30, 30), 255, np.uint8)
+    true[15, 5:25] = 0
+    pred = true.copy()
+    pred[3, 5:25] = 0  # a second, wrong stroke far away: half the predicted ink is wrong
+    s = M.line_scores(pred, true)
+    assert s["precision"] == pytest.approx(0.5) and s["recall"] == 1.0
+    assert s["f1"] == pytest.approx(2 * 0.5 * 1.0 / 1.5)
