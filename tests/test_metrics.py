@@ -116,6 +116,8 @@ NEAR_RED = (220, 73, 30)  # CIEDE2000 7.8 from RED: right (threshold 10)
 FAR_RED = (220, 88, 30)  # CIEDE2000 12.0 from RED: wrong
 OFF_WHITE = (255, 255, 245)  # CIEDE2000 4.8 from white: near-white (threshold 6)
 CREAM = (255, 255, 240)  # CIEDE2000 6.9 from white: a color
+JUST_RIGHT = (220, 80, 30)  # CIEDE2000 9.64 from RED
+JUST_WRONG = (220, 83, 30)  # CIEDE2000 10.50 from RED
 
 
 def _de(a, b) -> float:
@@ -126,6 +128,22 @@ def _de(a, b) -> float:
 def test_test_colors_sit_on_both_sides_of_the_thresholds():
     assert 7 < _de(NEAR_RED, RED) < 9 and 11 < _de(FAR_RED, RED) < 13
     assert 4 < _de(OFF_WHITE, WHITE) < M.NEAR_WHITE_DELTA_E < _de(CREAM, WHITE) < 8
+    assert 9.5 < _de(JUST_RIGHT, RED) < 10 < _de(JUST_WRONG, RED) < 10.6
+
+
+def test_accuracy_threshold_is_ten_within_half_a_unit():
+    """Colors 0.4 and 0.5 either side of 10 (a threshold of 9 or 11 fails)."""
+    lines = np.minimum(square_lines(box=(2, 2, 22, 22)), square_lines(box=(26, 26, 36, 36)))
+    gt = canvas()
+    gt[3:22, 3:22] = RED
+    gt[27:36, 27:36] = RED
+    pred = gt.copy()
+    pred[3:22, 3:22] = JUST_RIGHT
+    pred[27:36, 27:36] = JUST_WRONG
+    fg = M.flat_color_accuracy(pred, gt, lines)[0]
+    assert fg == pytest.approx(19 * 19 / (19 * 19 + 9 * 9))
+    acc, pix_acc, n = M.segment_accuracy(pred, gt, lines)
+    assert n == 2 and acc == 0.5 and pix_acc == pytest.approx(fg)
 
 
 def test_flat_color_accuracy_threshold_between_delta_e_8_and_12():
@@ -170,7 +188,7 @@ def test_near_white_threshold_decides_background():
 
 def test_line_threshold_boundary():
     lines = np.full((4, 4), 255, np.uint8)
-    lines[0, 0], lines[0, 1] = M.LINE_THRESHOLD - 1, M.LINE_THRESHOLD
+    lines[0, 0], lines[0, 1] = 199, 200  # anti-aliased fringes up to 199 are line
     mask = M.line_mask(lines)
     assert mask[0, 0] and not mask[0, 1] and mask.sum() == 1
     rgb = np.repeat(lines[..., None], 3, axis=2)
@@ -180,7 +198,11 @@ def test_line_threshold_boundary():
 def test_empty_foreground_background_and_segments_are_nan():
     white = canvas(20, 20)
     no_lines = np.full((20, 20), 255, np.uint8)
-    fg, bg = M.flat_color_accuracy(white, white, no_lines)  # all background: no foreground pixel
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # NaN by rule, not by a 0/0
+        fg, bg = M.flat_color_accuracy(white, white, no_lines)  # all background: no foreground pixel
     assert math.isnan(fg) and bg == 1.0
     all_ink = np.zeros((20, 20), np.uint8)
     fg, bg = M.flat_color_accuracy(white, white, all_ink)  # nothing but line pixels
@@ -256,11 +278,13 @@ def test_delta_e_pair_keys_never_collide():
     """Each (pred, gt) color pair is computed once: the packed key must keep every channel of
     both colors apart (colors that differ only in one channel, or whose bits would overlap
     if a channel were shifted one bit too far)."""
-    a = np.array([[(0, 1, 0), (0, 0, 128), (0, 0, 0), (0, 0, 0), (0, 0, 0)]], np.uint8)
-    b = np.array([[(0, 0, 0), (0, 0, 0), (10, 0, 0), (20, 0, 0), (0, 0, 30)]], np.uint8)
+    a = np.array([[(0, 1, 0), (0, 0, 128), (0, 0, 0), (0, 0, 0), (0, 0, 0),
+                   (0, 0, 1), (0, 0, 0), (9, 9, 9), (9, 9, 9)]], np.uint8)
+    b = np.array([[(0, 0, 0), (0, 0, 0), (10, 0, 0), (20, 0, 0), (0, 0, 30),
+                   (0, 0, 0), (128, 0, 0), (1, 0, 0), (0, 128, 0)]], np.uint8)
     expected = deltaE_ciede2000(rgb2lab(a), rgb2lab(b))
     np.testing.assert_allclose(M.delta_e(a, b), expected, atol=1e-9)
-    assert len(set(np.round(expected[0], 6))) == 5
+    assert len(set(np.round(expected[0], 6))) == expected.shape[1]
 
 
 def test_background_reaches_each_border_alone():

@@ -19,6 +19,8 @@ in place and runs a test command, which works with any layout; this runner gives
 
     python tests/mutation/mutate.py                 # every group
     python tests/mutation/mutate.py metrics         # one group
+    python tests/mutation/mutate.py --resume metrics  # go on after an interruption
+    python tests/mutation/mutate.py --recheck metrics # after adding tests: rerun the survivors
     MUTATE_DIR=/tmp/m python tests/mutation/mutate.py --list
 """
 
@@ -26,9 +28,11 @@ from __future__ import annotations
 
 import argparse
 import ast
+import hashlib
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tomllib
@@ -158,16 +162,30 @@ def cosmic_ray_tool(name: str) -> str:
     return str(Path(sys.executable).with_name(name))
 
 
-def new_session(work: Path, src: Path, name: str, group: dict) -> tuple[Path, Path]:
-    """The group's config and a filtered session database (what is left is run)."""
+def new_session(work: Path, src: Path, name: str, group: dict, keep: str | None = None) -> tuple[Path, Path]:
+    """The group's config and a filtered session database (what has no result yet is run).
+
+    keep="resume": an earlier session of the same module source goes on where it stopped;
+    keep="recheck": the same, and its survivors run again (after tests were added: a mutant
+    once killed stays killed as long as no test is removed)."""
     config = write_config(work, src, name, group)
     session = work / f"{name}.sqlite"
+    stamp = work / f"{name}.module.sha256"
+    # what decides the set of mutants: the module's source and the filters (not the tests)
+    selection = json.dumps([group.get("functions"), group.get("exclude"), EXCLUDE_OPERATORS]).encode()
+    digest = hashlib.sha256((src / group["module"]).read_bytes() + selection).hexdigest()
+    if keep and session.is_file() and stamp.is_file() and stamp.read_text() == digest:
+        if keep == "recheck":
+            with sqlite3.connect(session) as db:
+                db.execute("DELETE FROM work_results WHERE test_outcome = 'SURVIVED'")
+        return config, session
     session.unlink(missing_ok=True)
     run([cosmic_ray_tool("cosmic-ray"), "init", str(config), str(session)], src)
     run([cosmic_ray_tool("cr-filter-operators"), str(session), str(config)], src)
     if "line-filter" in config.read_text():
         run([cosmic_ray_tool("cr-filter-lines"), "--config", str(config), str(session)], src)
     run([cosmic_ray_tool("cr-filter-pragma"), str(session)], src)
+    stamp.write_text(digest)
     return config, session
 
 
@@ -176,6 +194,8 @@ def main() -> None:
     parser.add_argument("groups", nargs="*", help="groups of groups.toml (default: all)")
     parser.add_argument("--list", action="store_true", help="list the groups and exit")
     parser.add_argument("--count", action="store_true", help="only count each group's mutants")
+    parser.add_argument("--resume", action="store_true", help="go on with an interrupted session")
+    parser.add_argument("--recheck", action="store_true", help="resume, and run the survivors again")
     args = parser.parse_args()
     groups = tomllib.loads(GROUPS.read_text())
     if args.list:
@@ -190,7 +210,8 @@ def main() -> None:
     (work / "reports").mkdir(exist_ok=True)
     lines = []
     for name in args.groups or list(groups):
-        config, session = new_session(work, src, name, groups[name])
+        keep = "recheck" if args.recheck else "resume" if args.resume else None
+        config, session = new_session(work, src, name, groups[name], keep)
         if args.count:
             todo = [r for _, r in session_results(session, src) if not (r and r.get("worker_outcome") == "skipped")]
             print(f"{name}: {len(todo)} mutants to run", flush=True)
