@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU session's checks in one script, under 8 minutes on one H200 (docs/diffusion.md,
-# "GPU session"). Each step has its own time limit; a failed or skipped step is recorded and
-# the next one runs. Results go to $OUT (the device tool's folder) or ./gpu_check_out:
+# "GPU session"). Each step has its own time limit (together 440 s, plus ~30 s of wheel
+# installs); a failed or skipped step is recorded and the next one runs. Results go to $OUT (the device tool's folder) or ./gpu_check_out:
 #   ours.json      our diffusion backend: SD1.5-size random weights, 512x800 pages (1024x1600
 #                  canvas), 10 UniPC steps, CFG 7.5, GSRP to 768x1200, bf16: pages/s, peak GPU
 #                  memory, UNet TFLOP/s and its fraction of the H200's measured bf16 peak
@@ -95,17 +95,17 @@ else
 fi
 
 # 1. our diffusion backend (SD1.5 size on GPU; tiny on CPU)
-step ours 150 "$OUT/ours.json" env PYTHONPATH=$OURS_PATH $PY bench/bench_diffusion.py "${OURS_ARGS[@]}" \
+step ours 100 "$OUT/ours.json" env PYTHONPATH=$OURS_PATH $PY bench/bench_diffusion.py "${OURS_ARGS[@]}" \
     --json "$OUT/ours.json"
 # 1b. the same with torch.compile (compiling takes most of the limit; GPU only)
 if [ $TINY = 0 ]; then
-    step ours_compile 150 "$OUT/ours_compile.json" env PYTHONPATH=$OURS_PATH $PY bench/bench_diffusion.py \
+    step ours_compile 110 "$OUT/ours_compile.json" env PYTHONPATH=$OURS_PATH $PY bench/bench_diffusion.py \
         "${OURS_ARGS[@]}" --compile --json "$OUT/ours_compile.json"
 fi
 
 # 2. the official ColorFlow code, same settings, in its own overlay (its diffusers fork)
 if [ -d .cache/ColorFlow/diffusers/src ]; then
-    step official 150 "$OUT/official.json" env PYTHONPATH=$OFFICIAL_PATH $PY bench/bench_colorflow_official.py \
+    step official 110 "$OUT/official.json" env PYTHONPATH=$OFFICIAL_PATH $PY bench/bench_colorflow_official.py \
         --official .cache/ColorFlow "${OFFICIAL_ARGS[@]}" --json "$OUT/official.json"
 else
     step official 5 "$OUT/official.json" bash -c 'echo "no .cache/ColorFlow checkout (bench/device_prepare.sh)"; exit 3'
@@ -116,13 +116,13 @@ fi
 if [ -f bench/bench_training.py ]; then
     TRAIN_ARGS=(--json "$OUT/training.json")
     [ $TINY = 1 ] && TRAIN_ARGS+=(--tiny)
-    step training 90 "$OUT/training.json" env PYTHONPATH=$OURS_PATH $PY bench/bench_training.py "${TRAIN_ARGS[@]}"
+    step training 60 "$OUT/training.json" env PYTHONPATH=$OURS_PATH $PY bench/bench_training.py "${TRAIN_ARGS[@]}"
 else
     step training 5 "$OUT/training.json" bash -c 'echo "bench/bench_training.py not written yet"; exit 3'
 fi
 
 # 4. FAISS on the GPU: an IVF index built by retrieval/index.py, searched on CPU and GPU
-step faiss 90 "$OUT/faiss.json" env PYTHONPATH=$OURS_PATH $PY - "$FAISS_N" "$OUT/faiss.json" "$TINY" <<'EOF'
+step faiss 60 "$OUT/faiss.json" env PYTHONPATH=$OURS_PATH $PY - "$FAISS_N" "$OUT/faiss.json" "$TINY" <<'EOF'
 import json, sys, time
 import numpy as np
 try:
