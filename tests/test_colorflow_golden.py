@@ -232,3 +232,62 @@ def test_gsrp_hidden_lists_and_decoded_output():
     assert_close(vae.decode(io["z"]).sample, io["decoded_no_hidden"], "decoded_no_hidden")
     out = guided_super_resolution(vae, multires, io["color_image"], io["bw_image"], eps=io["eps"])
     assert_close(out, io["decoded_clamped"], "decoded_clamped")
+
+
+@torch.no_grad()
+def test_unet_add_sample_arguments_are_checked(unet, icp_io):
+    io = icp_io
+    down, mid, up = _adds(io, "c1")
+    x, t, text = io["c1.noisy_latent"], io["c1.timestep"][0], io["c1.encoder_hidden_states"]
+    with pytest.raises(ValueError, match="pass all of"):
+        unet(x, t, text, down, None, None)
+    with pytest.raises(ValueError, match="expected 12 down / 15 up add-samples, got 11 / 15"):
+        unet(x, t, text, down[:-1], mid, up)
+    with pytest.raises(ValueError, match="got 12 / 14"):
+        unet(x, t, text, down, mid, up[1:])
+    # the lists are read, not consumed (the official code pops from them)
+    unet(x, t, text, down, mid, up)
+    assert len(down) == 12 and len(up) == 15
+
+
+def test_add_hooks_handle_every_output_form(unet):
+    """Tensor, tuple (Transformer2DModel with return_dict=False) and Transformer2DModelOutput
+    outputs each get the add; the first down block's pre-hook adds to hidden_states given
+    by keyword or by position; without pending adds the hooks change nothing."""
+    from diffusers.models.modeling_outputs import Transformer2DModelOutput
+
+    from chromaflow.models.colorflow.unet import _add_to_output
+
+    one, add = torch.ones(1, 2, 2, 2), torch.full((1, 2, 2, 2), 3.0)
+    assert torch.equal(_add_to_output(one, add), one + add)
+    out = _add_to_output((one, "rest"), add)
+    assert torch.equal(out[0], one + add) and out[1] == "rest"
+    assert torch.equal(_add_to_output(Transformer2DModelOutput(sample=one), add).sample, one + add)
+
+    unet._install_add_hooks()
+    assert unet._pending_adds is None and unet._first_down_pre_hook(None, (one,), {}) is None
+    unet._pending_adds = ([add], None, [])
+    try:
+        args, kwargs = unet._first_down_pre_hook(None, (one, "temb"), {})
+        assert torch.equal(args[0], one + add) and args[1] == "temb" and kwargs == {}
+        args, kwargs = unet._first_down_pre_hook(None, (), {"hidden_states": one, "temb": "t"})
+        assert torch.equal(kwargs["hidden_states"], one + add) and kwargs["temb"] == "t" and args == ()
+    finally:
+        unet._pending_adds = None
+
+
+@torch.no_grad()
+def test_guider_timestep_forms_and_scale(guider, icp_io):
+    """A 0-d, 1-element or per-row timestep gives the same adds; the conditioning scale
+    multiplies every add (0 turns the guider off)."""
+    io = icp_io
+    x, cond = io["c2.noisy_latent"], io["c2.cond_latent"]
+    base = guider(x, torch.tensor(999), cond, 0.7)
+    for t in (999, torch.tensor([999]), torch.tensor([999, 999])):
+        down, mid, up = guider(x, t, cond, 0.7)
+        assert_close(mid, base[1], f"mid add, t={t!r}")
+        assert_close(down[3], base[0][3], f"down add 3, t={t!r}")
+    down, mid, up = guider(x, 999, cond, 0.0)
+    assert all(a.abs().max() == 0 for a in [*down, mid, *up])
+    # a different timestep changes the adds (the time embedding is used)
+    assert (guider(x, 500, cond, 0.7)[1] - base[1]).abs().max() > 1e-3

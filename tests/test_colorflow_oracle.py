@@ -175,3 +175,72 @@ def test_guider_and_unet_get_each_steps_timestep(pipe):
             h.remove()
     assert len(set(expected)) == 3
     assert seen["guider"] == expected and seen["unet"] == expected
+
+
+@torch.no_grad()
+def test_guidance_one_is_one_unet_pass_without_cfg(pipe, components):
+    """guidance_scale <= 1 turns CFG off: only the prompt's rows, and the step is the plain
+    guided prediction (checked against the first-order step by hand)."""
+    canvas, generate = _canvas()
+    saved = pipe.options.guidance_scale, pipe.options.steps
+    pipe.options.guidance_scale, pipe.options.steps = 1.0, 1
+    try:
+        assert not pipe.uses_cfg and pipe.text_condition(2).shape[0] == 2
+        seen = []
+        pipe.colorize_canvases([canvas], [generate], [SEED], on_step=lambda i, t, x: seen.append((t, x.clone())))
+    finally:
+        pipe.options.guidance_scale, pipe.options.steps = saved
+    assert pipe.uses_cfg and pipe.text_condition(2).shape[0] == 4
+    t, latents = seen[0]
+    image = torch.from_numpy(canvas).permute(2, 0, 1)[None].float() / 127.5 - 1
+    g = torch.Generator().manual_seed(SEED)
+    condition = pipe.prepare_condition(image, torch.from_numpy(generate)[None, None].float(), [g])
+    noise = torch.randn(1, 4, 16, 16, generator=g)
+    eps = components.unet(noise, t, _embed(components, "manga"), *components.guider(noise, t, condition, COND_SCALE)).sample
+    a, s = _alpha_sigma(pipe.scheduler.alphas_cumprod, t)  # one step straight to x0
+    torch.testing.assert_close(latents, ((noise.double() - s * eps.double()) / a).float(), atol=1e-4, rtol=1e-4)
+
+
+def test_canvas_sides_must_be_latent_multiples(pipe):
+    canvas, generate = _canvas()
+    with pytest.raises(ValueError, match="canvas 120x128: sides must be multiples of 64"):
+        pipe.colorize_canvases([canvas[:, :120]], [generate[:, :120]], [0])
+
+
+@torch.no_grad()
+def test_vae_tiling_switches_at_the_configured_side(pipe):
+    canvas, generate = _canvas()
+    saved = pipe.options.vae_tiling_min_side, pipe.options.steps
+    try:
+        pipe.options.steps = 1
+        pipe.options.vae_tiling_min_side = CANVAS - 1
+        pipe.colorize_canvases([canvas], [generate], [0])
+        assert pipe.vae.use_tiling
+        pipe.options.vae_tiling_min_side = CANVAS
+        pipe.colorize_canvases([canvas], [generate], [0])
+        assert not pipe.vae.use_tiling
+    finally:
+        pipe.options.vae_tiling_min_side, pipe.options.steps = saved
+
+
+def test_memory_format_compile_and_placement_options(components):
+    """channels_last only when asked; no torch.compile unless asked; models frozen in eval
+    mode; a guider config with another channel count is refused."""
+    plain = ColorFlowPipeline.from_components(components)
+    weight = plain.unet.conv_in.weight
+    assert weight.is_contiguous() and not isinstance(plain.unet, torch._dynamo.eval_frame.OptimizedModule)
+    assert not plain.unet.training and not any(p.requires_grad for p in plain.guider.parameters())
+    assert plain.text_encoder.device.type == "cpu" and plain.vae_scale == 8 and plain.unet_scale == 8
+    fast = ColorFlowPipeline.from_components(components, channels_last=True)
+    assert fast.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    assert fast.vae.encoder.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    components.unet.to(memory_format=torch.contiguous_format)  # shared objects: undo for the other tests
+    components.guider.to(memory_format=torch.contiguous_format)
+    components.vae.to(memory_format=torch.contiguous_format)
+    saved = components.guider.config.conditioning_channels
+    components.guider.register_to_config(conditioning_channels=7)
+    try:
+        with pytest.raises(ValueError, match="conditioning_channels must be 5 or 9, got 7"):
+            ColorFlowPipeline.from_components(components)
+    finally:
+        components.guider.register_to_config(conditioning_channels=saved)

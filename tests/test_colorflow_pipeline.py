@@ -145,7 +145,12 @@ def test_gsrp_tile_spans():
     assert _tile_spans(100, 64, 16, 8) == [(0, 64), (32, 100)] and _tile_spans(50, 64, 16, 8) == [(0, 50)]
     assert _tile_spans(200, 64, 16, 8) == [(0, 64), (48, 112), (88, 152), (136, 200)]
     assert _tile_spans(70, 64, 16, 8) == [(0, 70)]  # less than one latent pixel left: one tile
-    assert _blend_weights(10, 12, 4).min() > 0
+    # linear ramps over the overlap (never 0, so every pixel has weight), flat in the middle
+    ramp = _blend_weights(6, 1, 2)[:, 0, 0]
+    np.testing.assert_allclose(ramp, [1 / 3, 2 / 3, 1, 1, 2 / 3, 1 / 3], rtol=1e-6)
+    np.testing.assert_allclose(_blend_weights(3, 4, 2)[..., 0], np.outer([0.5, 1, 0.5], [1 / 3, 2 / 3, 2 / 3, 1 / 3]),
+                               rtol=1e-6)  # short sides: the ramp takes at most half
+    assert _blend_weights(4, 4, 0).min() == 1.0
 
 
 def _local_vae(vae):
