@@ -116,6 +116,7 @@ NEAR_RED = (220, 73, 30)  # CIEDE2000 7.8 from RED: right (threshold 10)
 FAR_RED = (220, 88, 30)  # CIEDE2000 12.0 from RED: wrong
 OFF_WHITE = (255, 255, 245)  # CIEDE2000 4.8 from white: near-white (threshold 6)
 CREAM = (255, 255, 240)  # CIEDE2000 6.9 from white: a color
+ALMOST_WHITE = (255, 255, 243)  # CIEDE2000 5.7 from white: still near-white
 JUST_RIGHT = (220, 80, 30)  # CIEDE2000 9.64 from RED
 JUST_WRONG = (220, 83, 30)  # CIEDE2000 10.50 from RED
 
@@ -127,7 +128,7 @@ def _de(a, b) -> float:
 
 def test_test_colors_sit_on_both_sides_of_the_thresholds():
     assert 7 < _de(NEAR_RED, RED) < 9 and 11 < _de(FAR_RED, RED) < 13
-    assert 4 < _de(OFF_WHITE, WHITE) < M.NEAR_WHITE_DELTA_E < _de(CREAM, WHITE) < 8
+    assert 4 < _de(OFF_WHITE, WHITE) < 5.5 < _de(ALMOST_WHITE, WHITE) < 6 < _de(CREAM, WHITE) < 8
     assert 9.5 < _de(JUST_RIGHT, RED) < 10 < _de(JUST_WRONG, RED) < 10.6
 
 
@@ -183,6 +184,7 @@ def test_segment_accuracy_threshold_between_delta_e_8_and_12():
 def test_near_white_threshold_decides_background():
     lines = np.full((20, 20), 255, np.uint8)
     assert M.background_mask(canvas(20, 20, OFF_WHITE), lines).all()
+    assert M.background_mask(canvas(20, 20, ALMOST_WHITE), lines).all()
     assert not M.background_mask(canvas(20, 20, CREAM), lines).any()
 
 
@@ -274,14 +276,31 @@ def test_aggregate_means_skip_nan_and_split_by_identity():
 
 
 # ------------------------------------------------------------------ found by `make mutate`
+def test_delta_e_each_channel_of_each_color_counts():
+    """One image holding every (pred, gt) pair where one of the six channels takes a value
+    from 0..255 and the rest are 0: each pair's CIEDE2000 must be its own."""
+    values = (1, 2, 7, 64, 127, 128, 200, 255)
+    a, b = [], []
+    for channel in range(6):
+        for v in values:
+            pair = np.zeros(6, np.uint8)
+            pair[channel] = v
+            a.append(pair[:3])
+            b.append(pair[3:])
+    a, b = np.array([a], np.uint8), np.array([b], np.uint8)
+    np.testing.assert_allclose(M.delta_e(a, b), deltaE_ciede2000(rgb2lab(a), rgb2lab(b)), atol=1e-9)
+
+
 def test_delta_e_pair_keys_never_collide():
     """Each (pred, gt) color pair is computed once: the packed key must keep every channel of
     both colors apart (colors that differ only in one channel, or whose bits would overlap
     if a channel were shifted one bit too far)."""
     a = np.array([[(0, 1, 0), (0, 0, 128), (0, 0, 0), (0, 0, 0), (0, 0, 0),
-                   (0, 0, 1), (0, 0, 0), (9, 9, 9), (9, 9, 9)]], np.uint8)
+                   (0, 0, 1), (0, 0, 0), (9, 9, 9), (9, 9, 9), (1, 0, 0), (0, 128, 0),
+                   (5, 5, 5), (5, 5, 5)]], np.uint8)
     b = np.array([[(0, 0, 0), (0, 0, 0), (10, 0, 0), (20, 0, 0), (0, 0, 30),
-                   (0, 0, 0), (128, 0, 0), (1, 0, 0), (0, 128, 0)]], np.uint8)
+                   (0, 0, 0), (128, 0, 0), (1, 0, 0), (0, 128, 0), (0, 0, 0), (0, 0, 0),
+                   (0, 1, 0), (0, 0, 128)]], np.uint8)
     expected = deltaE_ciede2000(rgb2lab(a), rgb2lab(b))
     np.testing.assert_allclose(M.delta_e(a, b), expected, atol=1e-9)
     assert len(set(np.round(expected[0], 6))) == expected.shape[1]
@@ -326,7 +345,12 @@ def test_no_segment_gives_nan_without_warnings():
 
 
 def test_psnr_squares_the_error_and_caps_at_100():
+    import warnings
+
     gt = canvas(color=(100, 100, 100))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # identical images: 100 by rule, not log10(x / 0)
+        assert M.psnr(gt, gt) == 100.0
     assert M.psnr(gt + 2, gt) == pytest.approx(10 * math.log10(255 ** 2 / 4))
     big = np.full((300, 300, 3), 100, np.uint8)
     near = big.copy()
@@ -343,8 +367,8 @@ def test_line_scores_ink_threshold_and_empty_cases():
     assert M.line_scores(blank, drawn) == {"precision": 0.0, "recall": 0.0, "f1": 0.0}
     assert M.line_scores(drawn, drawn)["f1"] == 1.0
     faint = blank.copy()
-    faint[10, 2:18] = 128  # not ink
-    assert M.line_scores(faint, blank)["f1"] == 1.0
+    faint[10, 2:18] = 128  # not ink, in the prediction or in the truth
+    assert M.line_scores(faint, blank)["f1"] == 1.0 and M.line_scores(blank, faint)["f1"] == 1.0
 
 
 def test_line_scores_precision_below_one():
@@ -355,3 +379,20 @@ def test_line_scores_precision_below_one():
     s = M.line_scores(pred, true)
     assert s["precision"] == pytest.approx(0.5) and s["recall"] == 1.0
     assert s["f1"] == pytest.approx(2 * 0.5 * 1.0 / 1.5)
+    true[27, 5:25] = 0  # a true stroke the prediction misses: recall 1/2 too
+    s = M.line_scores(pred, true)
+    assert s["precision"] == pytest.approx(0.5) and s["recall"] == pytest.approx(0.5)
+    assert s["f1"] == pytest.approx(0.5)
+
+
+def test_ssim_uses_the_uint8_range():
+    """SSIM with data_range 255 (uint8), as skimage defines it: the constants C1, C2 scale
+    with the range, so another range gives another value for the same images."""
+    from skimage.metrics import structural_similarity
+
+    rng = np.random.default_rng(2)
+    gt = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    pred = np.clip(gt.astype(int) + rng.integers(-40, 41, gt.shape), 0, 255).astype(np.uint8)
+    expected = structural_similarity(gt, pred, channel_axis=2, data_range=255)
+    assert M.ssim(pred, gt) == pytest.approx(expected, abs=1e-12)
+    assert abs(structural_similarity(gt, pred, channel_axis=2, data_range=254) - expected) > 1e-6
