@@ -117,6 +117,7 @@ FAR_RED = (220, 88, 30)  # CIEDE2000 12.0 from RED: wrong
 OFF_WHITE = (255, 255, 245)  # CIEDE2000 4.8 from white: near-white (threshold 6)
 CREAM = (255, 255, 240)  # CIEDE2000 6.9 from white: a color
 ALMOST_WHITE = (255, 255, 243)  # CIEDE2000 5.7 from white: still near-white
+PALE_GREEN = (235, 242, 235)  # CIEDE2000 6.05 from white (a color), 5.95 from (254, 254, 254)
 JUST_RIGHT = (220, 80, 30)  # CIEDE2000 9.64 from RED
 JUST_WRONG = (220, 83, 30)  # CIEDE2000 10.50 from RED
 
@@ -129,6 +130,7 @@ def _de(a, b) -> float:
 def test_test_colors_sit_on_both_sides_of_the_thresholds():
     assert 7 < _de(NEAR_RED, RED) < 9 and 11 < _de(FAR_RED, RED) < 13
     assert 4 < _de(OFF_WHITE, WHITE) < 5.5 < _de(ALMOST_WHITE, WHITE) < 6 < _de(CREAM, WHITE) < 8
+    assert _de(PALE_GREEN, (254, 254, 254)) < 6 < _de(PALE_GREEN, WHITE) < 6.1
     assert 9.5 < _de(JUST_RIGHT, RED) < 10 < _de(JUST_WRONG, RED) < 10.6
 
 
@@ -186,6 +188,7 @@ def test_near_white_threshold_decides_background():
     assert M.background_mask(canvas(20, 20, OFF_WHITE), lines).all()
     assert M.background_mask(canvas(20, 20, ALMOST_WHITE), lines).all()
     assert not M.background_mask(canvas(20, 20, CREAM), lines).any()
+    assert not M.background_mask(canvas(20, 20, PALE_GREEN), lines).any()  # measured from pure white
 
 
 def test_line_threshold_boundary():
@@ -320,6 +323,18 @@ def test_background_reaches_each_border_alone():
                 "left": (slice(8, 12), 0), "right": (slice(8, 12), 19)}[side]
         enclosed[edge] = RED  # the same white, cut off from the border: foreground
         assert not M.background_mask(enclosed, lines).any(), side
+
+
+def test_segments_of_eight_pixels_count_seven_do_not():
+    lines = np.minimum(square_lines(box=(2, 2, 5, 7)), square_lines(box=(10, 2, 12, 10)))  # 2x4 and 1x7 inside
+    gt = canvas()
+    gt[3:7, 3:5] = RED
+    gt[3:10, 11:12] = BLUE
+    acc, pix_acc, n = M.segment_accuracy(gt, gt, lines)
+    assert n == 1 and acc == 1.0
+    pred = gt.copy()
+    pred[3:7, 3:5] = BLUE  # the 8-pixel segment wrong: it counts
+    assert M.segment_accuracy(pred, gt, lines)[:3] == (0.0, 0.0, 1)
 
 
 def test_segment_exactly_half_background_is_excluded():
