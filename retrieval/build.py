@@ -3,7 +3,7 @@ folder (format: retrieval/store_format.py).
 
 Incremental: a reference whose file (sha256) and embedding settings are unchanged reuses
 its stored vectors and images, so re-indexing a grown pool embeds only the new files.
-Patches follow ColorFlow (retrieval/patches.py): 5 per reference (full + 4 overlapping
+Patches follow ColorFlow (models/patches.py): 5 per reference (full + 4 overlapping
 3/4-size crops).
 """
 
@@ -28,7 +28,7 @@ from chromaflow.storage.shards import sha256_file
 
 from . import index as faiss_index
 from .embedders import Embedder, build_embedder
-from .patches import Box, crop, reference_boxes
+from chromaflow.models.patches import Box, crop, reference_boxes
 from .references import ReferenceFolderError, scan_reference_folder
 from .search import ReferenceIndex
 from .store_format import (EMBEDDINGS, INDEX_FILE, PATCHES_TABLE, STORE_FORMAT, STORE_JSON, embedding_config_hash,

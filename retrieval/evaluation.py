@@ -22,7 +22,7 @@ from chromaflow.storage.eval_dataset import load_image, scan_eval_dataset
 from chromaflow.storage.images import ImageError, resize_longest
 
 from .embedders import build_embedder
-from .patches import crop, quadrant_boxes, reference_boxes
+from chromaflow.models.patches import crop, quadrant_boxes, reference_boxes
 from .search import pool_reference_scores
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ import numpy as np
 from chromaflow.models.colorizers.base import Reference
 from chromaflow.storage.images import decode_png
 
-from .patches import crop
+from chromaflow.models.patches import crop
 from .store_format import StoreError, image_path, read_store_info
 
 

@@ -1,6 +1,6 @@
 """The search side of a reference store: patch embeddings, the FAISS index and the embedder.
 
-Query pages are cut like ColorFlow's (retrieval/patches.py): 4 quadrant crops + the full
+Query pages are cut like ColorFlow's (models/patches.py): 4 quadrant crops + the full
 view. A reference's page-level score is the mean, over the query's 5 patches, of its
 best-matching patch. Identities (ID pools) are assigned from those scores
 (retrieval/identity.py) and the search is then restricted to the assigned pools plus the
@@ -25,7 +25,7 @@ from . import index as faiss_index
 from .embedders import Embedder, build_embedder
 from .identity import UNKNOWN, UNNAMED, assign_identities, assign_scene_identities, identity_votes
 from .images import ReferenceImages
-from .patches import QUADRANTS, Box, crop, quadrant_boxes
+from chromaflow.models.patches import QUADRANTS, Box, crop, quadrant_boxes
 from .store_format import (EMBEDDINGS, INDEX_FILE, PATCHES_TABLE, STORE_JSON, EmbedderMismatchError, StoreError,
                            read_store_info, remove_superseded_files, verify_data_files, write_versioned)
 

@@ -16,7 +16,7 @@ import numpy as np
 from chromaflow.conf import Config
 from chromaflow.models.colorizers import ColorizeRequest, Colorizer, build_colorizer
 from chromaflow.models.palette_memory import PaletteMemory
-from chromaflow.models.panels import crop, whole_image
+from chromaflow.models.patches import crop, whole_image
 from chromaflow.models.propagate import TemporalColorizer
 from chromaflow.retrieval.images import ReferenceImages
 from chromaflow.storage.images import decode_png, encode_png, resize_longest

@@ -16,12 +16,15 @@ from __future__ import annotations
 import json
 from itertools import groupby
 
+import numpy as np
+
 from chromaflow.conf import Config
-from chromaflow.models.panels import crop, panels_or_page, whole_image
-from chromaflow.retrieval.canvas import canvas_sample
+from chromaflow.models.colorflow.canvas import build_canvas
+from chromaflow.models.panels import panels_or_page
+from chromaflow.models.patches import QUADRANTS, crop, whole_image
 from chromaflow.retrieval.identity import identities_for_page
 from chromaflow.retrieval.search import ReferenceIndex
-from chromaflow.storage.images import decode_png, resize_longest
+from chromaflow.storage.images import decode_png, encode_png, resize_longest
 from chromaflow.storage.job import JobDir
 from chromaflow.storage.shards import json_bytes
 
@@ -38,6 +41,34 @@ def open_index(job: JobDir, config: Config) -> ReferenceIndex:
     if key not in _indexes:
         _indexes[key] = ReferenceIndex.open(folder, config)
     return _indexes[key]
+
+
+def canvas_for_page(store: ReferenceIndex, result: dict, query: np.ndarray, size: tuple[int, int] | None = None):
+    """ColorFlow's canvas (models/colorflow/canvas.py) from a search result: each quadrant's
+    patches loaded from the store; the cells record which reference and box each came from."""
+    colors: dict[str, np.ndarray] = {}  # each reference decoded once, however many of its patches are used
+
+    def patch(hit: dict) -> np.ndarray:
+        if hit["name"] not in colors:
+            colors[hit["name"]] = store.load_reference(hit["name"]).color
+        return crop(colors[hit["name"]], tuple(int(v) for v in hit["box"]))
+
+    canvas = build_canvas(query, [[patch(hit) for hit in hits[:3]] for hits in result["quadrants"]], size)
+    by_slot = {(q, r + 1): hit for q, hits in zip(QUADRANTS, result["quadrants"]) for r, hit in enumerate(hits[:3])}
+    for cell in canvas.cells:
+        hit = by_slot[(cell["quadrant"], cell["rank"])]
+        cell.update({"reference": hit["name"], "identity": hit["identity"], "score": hit["score"],
+                     "reference_box": hit["box"]})
+    return canvas
+
+
+def canvas_sample(store: ReferenceIndex, result: dict, query: np.ndarray,
+                  size: tuple[int, int] | None = None) -> dict[str, bytes]:
+    """Shard members for a page's canvas (with `retrieval.store_canvas`): canvas.png (RGB),
+    mask.png (gray), canvas.json (`Canvas.info()`, the references used per cell)."""
+    canvas = canvas_for_page(store, result, query, size)
+    return {"canvas.png": encode_png(canvas.image), "mask.png": encode_png(canvas.mask),
+            "canvas.json": json.dumps(canvas.info(), sort_keys=True).encode()}
 
 
 def page_result(panels: list[tuple[tuple, dict]]) -> dict:

@@ -17,12 +17,13 @@ import pytest
 from chromaflow.conf import load_config
 from chromaflow.models.lines import extract_lines
 from chromaflow.retrieval import index as faiss_index
-from chromaflow.retrieval.canvas import CELL_TABLE, build_canvas, canvas_for_page, choose_work_size
+from chromaflow.models.colorflow.canvas import CELL_TABLE, build_canvas, choose_work_size
+from chromaflow.stages.retrieve import canvas_for_page, canvas_sample
 from chromaflow.retrieval.descriptor import EdgeHistogramEmbedder, describe_lines, descriptor_dim
 from chromaflow.retrieval.evaluation import retrieval_topk_accuracy
 from chromaflow.retrieval.identity import (
     UNKNOWN, assign_identities, assign_scene_identities, identities_for_page, identity_votes)
-from chromaflow.retrieval.patches import quadrant_boxes, reference_boxes
+from chromaflow.models.patches import quadrant_boxes, reference_boxes
 from chromaflow.retrieval.references import ReferenceFolderError
 from chromaflow.retrieval.build import build_store
 from chromaflow.retrieval.search import ReferenceIndex
@@ -404,7 +405,6 @@ def test_scene_shares_one_identity_assignment(built):
 
 
 def test_canvas_sample_members(built):
-    from chromaflow.retrieval.canvas import canvas_sample
     from chromaflow.storage.images import decode_png
 
     _, _, store = built

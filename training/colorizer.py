@@ -2,7 +2,7 @@
 
 Per sample (CPU, `ColorizerSamples`): the query (gray page, its screenstyle variant or its
 line art) and the colored page are each placed in the 2W x 2H canvas with the page's 12
-reference patches (retrieval/canvas.py, the same layout inference uses); a random crop that
+reference patches (models/colorflow/canvas.py, the same layout inference uses); a random crop that
 always holds the whole query (patch-wise training) is cut from both, with the mask, and
 downsampled. Per step (`ColorizerModule.forward`): z0 = VAE(colored canvas), the 9/5-channel
 condition as the inference pipeline builds it, t from the shifted schedule (eq. 5), and the
@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from chromaflow.retrieval.canvas import build_canvas
+from chromaflow.models.colorflow.canvas import build_canvas
 
 from .augment import crop_output_size, patch_crop_box
 from .dataset import ShardReader, TrainPage
