@@ -26,21 +26,30 @@ class Shot:
     characters: int
 
 
-def _draw_character(img: np.ndarray, cx: int, cy: int, r: int, blink: bool, t: int) -> None:
+# Ground-truth colors (colored=True): each object is filled, then its strokes are drawn,
+# object by object, so the line art is exactly the strokes of the colored frame.
+SKIN, HAIR_EYES, SHIRT = (250, 205, 170), (40, 90, 200), (200, 40, 60)
+
+
+def _draw_character(img: np.ndarray, cx: int, cy: int, r: int, blink: bool, t: int, colored: bool) -> None:
     ink, th = (0, 0, 0), max(1, r // 14)
+    paper = (255, 255, 255)
+    cv2.rectangle(img, (cx - r, cy + r + 2), (cx + r, cy + int(2.8 * r)), SHIRT if colored else paper, -1)
+    cv2.rectangle(img, (cx - r, cy + r + 2), (cx + r, cy + int(2.8 * r)), ink, th, cv2.LINE_AA)
+    cv2.circle(img, (cx, cy), r, SKIN if colored else paper, -1)
     cv2.circle(img, (cx, cy), r, ink, th, cv2.LINE_AA)
     for ex in (cx - r // 2, cx + r // 2):
         if blink:
             cv2.line(img, (ex - r // 6, cy - r // 6), (ex + r // 6, cy - r // 6), ink, th, cv2.LINE_AA)
         else:
+            cv2.circle(img, (ex, cy - r // 6), max(2, r // 6), HAIR_EYES if colored else paper, -1)
             cv2.circle(img, (ex, cy - r // 6), max(2, r // 6), ink, th, cv2.LINE_AA)
     mouth = max(1, (t % 3) * r // 10)
     cv2.ellipse(img, (cx, cy + r // 2), (r // 3, mouth), 0, 0, 360, ink, th, cv2.LINE_AA)
-    cv2.rectangle(img, (cx - r, cy + r + 2), (cx + r, cy + int(2.8 * r)), ink, th, cv2.LINE_AA)
 
 
-def shot_frame(shot: Shot, drawing: int, size: tuple[int, int]) -> np.ndarray:
-    """Drawing number `drawing` of a shot as RGB line art."""
+def shot_frame(shot: Shot, drawing: int, size: tuple[int, int], colored: bool = False) -> np.ndarray:
+    """Drawing number `drawing` of a shot as RGB line art (colored=True: its ground truth)."""
     w, h = size
     rng = np.random.default_rng(shot.seed)
     img = np.full((h, w, 3), 255, np.uint8)
@@ -49,6 +58,8 @@ def shot_frame(shot: Shot, drawing: int, size: tuple[int, int]) -> np.ndarray:
     for _ in range(int(rng.integers(3, 7))):
         x0, y0 = int(rng.integers(-w // 2, w)), int(rng.integers(0, h))
         bw, bh = int(rng.integers(w // 10, w // 3)), int(rng.integers(h // 10, h // 3))
+        fill = tuple(int(v) for v in rng.integers(120, 240, 3))
+        cv2.rectangle(img, (x0 - pan, y0), (x0 - pan + bw, y0 + bh), fill if colored else (255, 255, 255), -1)
         cv2.rectangle(img, (x0 - pan, y0), (x0 - pan + bw, y0 + bh), (0, 0, 0), th, cv2.LINE_AA)
     horizon = int(rng.integers(h // 2, h - h // 8))
     cv2.line(img, (0, horizon), (w, horizon), (0, 0, 0), th, cv2.LINE_AA)
@@ -56,7 +67,7 @@ def shot_frame(shot: Shot, drawing: int, size: tuple[int, int]) -> np.ndarray:
         r = int(min(w, h) * rng.uniform(0.08, 0.16))
         cx = int(rng.uniform(0.25, 0.75) * w) + (drawing * r // 8) * (1 if c == 0 else -1) - pan
         cy = int(rng.uniform(0.25, 0.45) * h)
-        _draw_character(img, cx, cy, r, blink=drawing % 7 == 3, t=drawing)
+        _draw_character(img, cx, cy, r, blink=drawing % 7 == 3, t=drawing, colored=colored)
     return img
 
 
@@ -72,11 +83,12 @@ def make_shots(total_frames: int, seed: int = 0, min_len: int = 12, max_len: int
     return shots
 
 
-def episode_frames(shots: list[Shot], size: tuple[int, int], hold: int = 2) -> Iterator[np.ndarray]:
+def episode_frames(shots: list[Shot], size: tuple[int, int], hold: int = 2,
+                   colored: bool = False) -> Iterator[np.ndarray]:
     """Frames in order; each drawing is shown `hold` frames."""
     for shot in shots:
         for t in range(shot.frames):
-            yield shot_frame(shot, t // hold, size)
+            yield shot_frame(shot, t // hold, size, colored)
 
 
 def cut_positions(shots: list[Shot]) -> list[int]:

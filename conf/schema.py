@@ -37,7 +37,7 @@ class IngestConfig(_Section):
     scene_min_frames: int = Field(4, ge=1)
     holds: bool = True
     hold_hash_distance: int = Field(6, ge=0, le=64)
-    hold_pixel_threshold: float = Field(0.002, ge=0, le=1)
+    hold_pixel_threshold: float = Field(0.0005, ge=0, le=1)
     hold_max_pan: float = Field(0.05, ge=0, le=0.5)
 
 

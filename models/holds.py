@@ -31,7 +31,7 @@ INK_LEVEL = 160  # gray below this is ink (after area downscaling, thin strokes 
 @dataclass(frozen=True)
 class HoldParams:
     hash_distance: int = 6  # dHash bits (of 64) within which a frame may repeat in place
-    pixel_threshold: float = 0.002  # share of pixels whose ink may differ (1 px tolerance)
+    pixel_threshold: float = 0.0005  # share of pixels whose ink may differ (1 px tolerance)
     max_pan: float = 0.05  # largest pan (share of the longest side) still detected; 0 = off
 
 
