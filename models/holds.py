@@ -7,11 +7,14 @@ drawing now being held (the last frame that is colored), never with the previous
 small differences cannot add up over a long hold:
 1. a 64-bit difference hash (dHash) of the gray frame: a cheap filter; within
    `hash_distance` bits the frame may be the same drawing in place;
-2. the ink of both frames at `WORK_SIZE`: the share of pixels that are ink in one and have
-   no ink within one pixel in the other must be at most `pixel_threshold` (codec noise and
-   anti-aliasing pass, a blinking eye or a moving mouth does not);
-3. otherwise, a pan: phase correlation finds the shift (at most `max_pan` of the longest
-   side), and step 2 is repeated over the part both frames show.
+2. the ink of both frames at `WORK_SIZE`: the share of pixels that are ink in one and not
+   in the other must be at most `pixel_threshold` (generated H.264 repeats differ by at most
+   0.00003, consecutive drawings of a walk by at least 0.0107, one new 6 px eye stroke on a
+   256 px frame by 0.0017);
+3. otherwise, a pan: phase correlation finds the shift (at least `MIN_PAN` work pixels, at
+   most `max_pan` of the longest side), and the ink is compared over the part both frames
+   show, a pixel counting as different only with no ink within one pixel in the other (the
+   shift is rounded to whole pixels). Below MIN_PAN that tolerance would hide the motion.
 
 `reuse_color` moves a colorization by the found pan; the strip the pan reveals takes the
 nearest colors (edge replicate) under the new frame's own strokes.
@@ -26,12 +29,13 @@ import numpy as np
 
 WORK_SIZE = 256  # longest side at which drawings are compared
 INK_LEVEL = 160  # gray below this is ink (after area downscaling, thin strokes get lighter)
+MIN_PAN = 2.0  # work pixels: smaller shifts are not pans (the 1 px tolerance would hide them)
 
 
 @dataclass(frozen=True)
 class HoldParams:
     hash_distance: int = 6  # dHash bits (of 64) within which a frame may repeat in place
-    pixel_threshold: float = 0.0005  # share of pixels whose ink may differ (1 px tolerance)
+    pixel_threshold: float = 0.0005  # share of pixels whose ink may differ
     max_pan: float = 0.05  # largest pan (share of the longest side) still detected; 0 = off
 
 
@@ -75,9 +79,9 @@ def _drawing(index: int, image: np.ndarray) -> _Drawing:
     return _Drawing(index, gray, ink, near, dhash(gray), scale)
 
 
-def ink_difference(a: _Drawing, b: _Drawing, shift: tuple[int, int] = (0, 0)) -> float:
-    """Share of the overlap's pixels that are ink in one drawing and not near ink in the
-    other, with `b` shown moved by `shift` (work pixels) relative to `a`."""
+def ink_difference(a: _Drawing, b: _Drawing, shift: tuple[int, int] = (0, 0), tolerance: bool = False) -> float:
+    """Share of the overlap's pixels that are ink in one drawing and not in the other (with
+    `tolerance`: not within one pixel of ink), `b` moved by `shift` (work pixels) against `a`."""
     dx, dy = shift
     h, w = a.ink.shape
     if b.ink.shape != (h, w) or abs(dx) >= w or abs(dy) >= h:
@@ -85,7 +89,8 @@ def ink_difference(a: _Drawing, b: _Drawing, shift: tuple[int, int] = (0, 0)) ->
     # Overlap: pixel (x, y) of b is pixel (x - dx, y - dy) of a.
     ya, yb = slice(max(0, -dy), h - max(0, dy)), slice(max(0, dy), h - max(0, -dy))
     xa, xb = slice(max(0, -dx), w - max(0, dx)), slice(max(0, dx), w - max(0, -dx))
-    mismatch = (a.ink[ya, xa] & ~b.near_ink[yb, xb]) | (b.ink[yb, xb] & ~a.near_ink[ya, xa])
+    a_other, b_other = (a.near_ink, b.near_ink) if tolerance else (a.ink, b.ink)
+    mismatch = (a.ink[ya, xa] & ~b_other[yb, xb]) | (b.ink[yb, xb] & ~a_other[ya, xa])
     return float(mismatch.mean()) if mismatch.size else 1.0
 
 
@@ -121,9 +126,9 @@ class HoldDetector:
             return None
         (dx, dy), _ = cv2.phaseCorrelate((255 - held.gray).astype(np.float32), (255 - drawing.gray).astype(np.float32))
         limit = p.max_pan * max(held.gray.shape)
-        if max(abs(dx), abs(dy)) > limit or max(abs(dx), abs(dy)) < 0.5:
+        if max(abs(dx), abs(dy)) > limit or max(abs(dx), abs(dy)) < MIN_PAN:
             return None
-        difference = ink_difference(held, drawing, (round(dx), round(dy)))
+        difference = ink_difference(held, drawing, (round(dx), round(dy)), tolerance=True)
         if difference > p.pixel_threshold:
             return None
         return Hold(held.index, round(dx * held.scale, 2), round(dy * held.scale, 2), round(difference, 6))
