@@ -118,6 +118,8 @@ def test_clip_on_twos_keeps_audio_and_timing_and_colors_half_its_frames(tmp_path
         meta = json.loads(colored[f"f{i:06d}"]["json"])
         assert meta["reused_from"] == f"f{i - 1:06d}"
         assert colored[f"f{i:06d}"]["png"] == colored[f"f{i - 1:06d}"]["png"]
+    final = {s["__key__"]: s["png"] for k in range(3) for s in read_shard(job.shard_path("upscale", k))}
+    assert all(final[f"f{i:06d}"] == final[f"f{i - 1:06d}"] for i in range(1, 12, 2))
     assert exported["outputs"]["reuse"] == "reused 6 of 12 frames (50.0 %)"
     assert "reused 6 of 12 frames (50.0 %)" in (job.root / "report.html").read_text()
     assert "reused 6 of 12 frames (50.0 %)" in JobSummary("r", "n", "episode", outputs=exported["outputs"]).text()
