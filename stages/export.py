@@ -131,6 +131,9 @@ def write_episode_video(job: JobDir, fps: float | None) -> dict:
     audio = cfg["audio"] and not (fps and abs(fps - rate) > 1e-6)
     if cfg["audio"] and not audio:
         notes.append(f"audio dropped: export.video_fps={fps} retimes the video")
+    elif audio and not Path(info["source"]).is_file():
+        audio = False
+        notes.append(f"audio dropped: the source {info['source']} is no longer there")
     counts = {"colored": 0, "repeated": 0, "uncolored": 0, "reused": 0, "skipped_filled": 0}
     target = job.root / "episode.mp4"
     with atomic_path(target) as tmp:
