@@ -30,7 +30,15 @@ class JobConfig(_Section):
 class IngestConfig(_Section):
     video_stride: int = Field(1, ge=1)
     max_frames: int | None = Field(None, ge=1)
-    scene_cut_threshold: float = Field(0.4, gt=0, le=1)
+    # Episodes: scene cuts (models/scenes.py, PySceneDetect) and held drawings (models/holds.py).
+    scene_detector: Literal["content", "adaptive"] = "content"
+    scene_content_threshold: float = Field(27.0, gt=0)
+    scene_adaptive_threshold: float = Field(3.0, gt=0)
+    scene_min_frames: int = Field(4, ge=1)
+    holds: bool = True
+    hold_hash_distance: int = Field(6, ge=0, le=64)
+    hold_pixel_threshold: float = Field(0.0005, ge=0, le=1)
+    hold_max_pan: float = Field(0.05, ge=0, le=0.5)
 
 
 class LinesConfig(_Section):
@@ -165,6 +173,12 @@ class ExportConfig(_Section):
     cbz: bool = True
     video_fps: float | None = Field(None, gt=0)
     report_thumb_size: int = Field(320, ge=32)
+    # Episodes (storage/video.py): encoder, quality, audio, contact sheet size.
+    video_codec: str = "auto"
+    video_crf: int = Field(18, ge=0, le=51)
+    video_preset: str = "medium"
+    audio: bool = True
+    report_max_frames: int = Field(48, ge=1)
 
 
 class TrainConfig(_Section):

@@ -62,10 +62,15 @@ class JobSummary:
     def text(self) -> str:
         head = (f"{self.name}: {len(self.pages)}/{self.num_items} pages written to {self.job_root} "
                 f"({self.computed} shard-stages computed, {self.cached} reused)")
+        head += f"; {self.reuse_line()}" if self.reuse_line() else ""
         problems = self.problem_lines()
         if problems:
             head += f"; {len(problems)} problem(s):\n  " + "\n  ".join(problems)
         return head
+
+    def reuse_line(self) -> str:
+        """Episodes: `reused R of N frames (P %)`, held drawings colored once (stages/export.py)."""
+        return self.outputs.get("reuse", "")
 
     def raise_if_incomplete(self) -> None:
         if not self.complete:

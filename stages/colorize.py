@@ -4,7 +4,9 @@ the references retrieval found for it and the job's palette memory.
 Runs on the Ray actor pool: `load(config)` builds the colorizer once per actor (where
 learned backends load their weights), `run` colorizes one shard with it. Episode frames
 go through a TemporalColorizer that is fresh for every shard, so a shard's result never
-depends on which actor colorized which shard before it.
+depends on which actor colorized which shard before it. A frame that ingest marked as a
+repeat of an earlier drawing of its shard (`hold_of`, models/holds.py) is not colorized:
+it reuses that frame's colors, moved by the pan offset (`HeldColors`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import numpy as np
 
 from chromaflow.conf import Config
 from chromaflow.models.colorizers import ColorizeRequest, Colorizer, build_colorizer
+from chromaflow.models.holds import reuse_color
 from chromaflow.models.palette_memory import PaletteMemory
 from chromaflow.models.patches import crop, whole_image
 from chromaflow.models.propagate import TemporalColorizer
@@ -37,8 +40,9 @@ def run(job: JobDir, shard: int, config: Config, colorizer: Colorizer) -> ShardS
         colorizer = TemporalColorizer(colorizer)
     references = ReferenceImages.open(job.references)
     memory = job_palette_memory(job, config)
+    held = HeldColors()
 
-    def process_batch(items: list[tuple[str, dict]]) -> list[dict]:
+    def colorize_pages(items: list[tuple[str, dict]]) -> list[dict]:
         pages = [page_requests(key, inputs, config, colorizer, references, memory) for key, inputs in items]
         requests = [request for _, panels in pages for _, request in panels]
         if len(requests) > 1 and hasattr(colorizer, "colorize_batch"):
@@ -47,8 +51,57 @@ def run(job: JobDir, shard: int, config: Config, colorizer: Colorizer) -> ShardS
             colors = iter([colorizer.colorize(r) for r in requests])
         return [page_sample(page, panels, colors, config.colorize.backend) for page, panels in pages]
 
+    def process_batch(items: list[tuple[str, dict]]) -> list[dict]:
+        fresh_keys: set[str] = set()
+        for key, inputs in items:  # a repeat's drawing may be colored earlier in this batch
+            if not held.can_reuse(inputs, fresh_keys):
+                fresh_keys.add(key)
+        fresh = [(key, inputs) for key, inputs in items if key in fresh_keys]
+        colored = dict(zip([key for key, _ in fresh], colorize_pages(fresh))) if fresh else {}
+        out = []
+        for key, inputs in items:
+            if key in colored:
+                held.remember(key, colored[key])
+                out.append(colored[key])
+            else:
+                out.append(held.reuse(inputs))
+        return out
+
     batch = int(getattr(colorizer, "batch_pages", 1)) if hasattr(colorizer, "colorize_batch") else 1
     return run_shard(job, "colorize", shard, config, process_batch, batch_size=batch)
+
+
+class HeldColors:
+    """The colored frames of a shard that later frames may repeat. A repeat always points at
+    the last drawing that was colored (models/holds.py), so only the latest few are kept."""
+
+    KEEP = 4
+
+    def __init__(self):
+        self._colored: dict[str, dict] = {}
+
+    def can_reuse(self, inputs: dict, colored_in_batch: set[str]) -> bool:
+        source = json.loads(inputs["ingest"]["json"]).get("hold_of")
+        return source is not None and (source in self._colored or source in colored_in_batch)
+
+    def remember(self, key: str, sample: dict) -> None:
+        self._colored[key] = sample
+        while len(self._colored) > self.KEEP:
+            self._colored.pop(next(iter(self._colored)))
+
+    def reuse(self, inputs: dict) -> dict:
+        """The repeat's sample: its drawing's colors moved by the pan, its own strokes."""
+        meta = json.loads(inputs["ingest"]["json"])
+        source = self._colored[meta["hold_of"]]
+        lines = decode_png(inputs["lines"]["png"], gray=True)
+        color = decode_png(source["png"])
+        scale = lines.shape[1] / meta["width"]  # offsets are in source pixels; colors are at the work size
+        dx, dy = (v * scale for v in meta.get("hold_offset", (0.0, 0.0)))
+        if color.shape[:2] != lines.shape:
+            raise ValueError(f"{meta['source']}: repeats a frame of another size")
+        out_meta = {**json.loads(source["json"]), "reused_from": meta["hold_of"],
+                    "hold_offset": meta.get("hold_offset", [0.0, 0.0])}
+        return {"png": encode_png(reuse_color(color, lines, dx, dy)), "json": json_bytes(out_meta)}
 
 
 def page_requests(key: str, inputs: dict, config: Config, colorizer: Colorizer, references: ReferenceImages,

@@ -98,25 +98,67 @@ def palette_memory_html(job: JobDir, enabled: bool) -> str:
     return f"<table><tr><th>identity</th><th>remembered colors</th></tr>{''.join(rows)}</table>"
 
 
+def contact_sheet_shards(job: JobDir, info: dict) -> dict[int, set[int] | None]:
+    """{shard: frame indices to show (None: all)}. Chapters show every page; episodes at most
+    export.report_max_frames frames, evenly spaced, so the report's size does not grow with
+    the episode's length."""
+    shards = job.num_shards()
+    if info["kind"] != "episode":
+        return {shard: None for shard in range(shards)}
+    size, count = info["config"]["job"]["shard_size"], int(info.get("num_items") or 0)
+    wanted = sorted({int(round(i)) for i in np.linspace(0, max(0, count - 1),
+                                                        min(count, info["config"]["export"]["report_max_frames"]))})
+    picks: dict[int, set[int] | None] = {}
+    for index in wanted:
+        picks.setdefault(index // size, set()).add(index)
+    return picks
+
+
+def episode_html(info: dict) -> str:
+    """Episodes: the reuse share, the encoder, audio, notes and unreadable stretches."""
+    video = info.get("episode_video")
+    if info["kind"] != "episode" or not video:
+        return ""
+    rows = [("frames", f"{video['frames']} ({video['colored']} colored, {video['repeated']} repeating the last "
+                       f"colored frame, {video['uncolored']} uncolored, {video['skipped_filled']} filling "
+                       f"unreadable stretches)"),
+            ("held drawings", reuse_text(video["reused"], video["frames"])),
+            ("encoder", f"{video['encoder']} (crf {video['crf']})"),
+            ("audio", ", ".join(video["audio"]) or "none")]
+    rows += [("note", note) for note in video.get("notes", [])]
+    rows += [("unreadable", f"{g['frames']} frame(s) from {g['start']:.3f} s to {g['end']:.3f} s ({g['reason']})")
+             for g in (info.get("video") or {}).get("skipped", [])]
+    body = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>" for k, v in rows)
+    return f"<h2>Episode</h2><table>{body}</table>"
+
+
+def reuse_text(reused: int, frames: int) -> str:
+    """How many frames reused a held drawing's colors (run summary, CLI, report.html)."""
+    return f"reused {reused} of {frames} frames ({100 * reused / max(1, frames):.1f} %)"
+
+
 def write_report(job: JobDir, manifest_rows: list[dict], pages: list[dict], failures: list[str],
                  thumb_size: int = 320) -> Path:
     info = job.read_info()
     cards = []
-    for shard in range(job.num_shards()):
+    for shard, picks in contact_sheet_shards(job, info).items():
         before = _before_images(job, shard)
         if read_stats(job, FINAL, shard) is None:
             continue
         for sample in read_shard(job.shard_path(FINAL, shard)):
             meta = json.loads(sample["json"])
+            if picks is not None and meta["index"] not in picks:
+                continue
             orig = before.get(sample["__key__"])
             before_img = (f'<img alt="before" src="{thumbnail_uri(decode_png(orig["png"]), thumb_size)}">'
                           if orig else "")
             after_img = f'<img alt="after" src="{thumbnail_uri(decode_png(sample["png"]), thumb_size)}">'
             idents = ", ".join(i or "(unnamed pool)" for i in meta.get("identities", [])) or "unknown"
+            reused = f' · reuses {html.escape(meta["reused_from"])}' if meta.get("reused_from") else ""
             cards.append(
                 f'<div class="card"><div class="pair">{before_img}{after_img}</div>'
                 f'<div class="cap">#{meta["index"] + 1} {html.escape(meta["source"])} · '
-                f'{meta["width"]}×{meta["height"]} · identities: {html.escape(idents)}<br>'
+                f'{meta["width"]}×{meta["height"]} · identities: {html.escape(idents)}{reused}<br>'
                 f'references: {html.escape(", ".join(meta.get("references", [])))}</div></div>')
     stages = sorted({r["stage"] for r in manifest_rows}, key=SHARD_SETS.index)
     by_shard: dict[int, dict[str, dict]] = {}
@@ -140,6 +182,7 @@ def write_report(job: JobDir, manifest_rows: list[dict], pages: list[dict], fail
 <p class="sub">{html.escape(info['kind'])} · source {html.escape(info['source'])} · references {html.escape(info['refs'])} ·
 backend {html.escape(info['config']['colorize']['backend'])} · {len(pages)} pages written</p>
 <h2>Problems</h2><ul>{fail_html}</ul>
+{episode_html(info)}
 <h2>Before / after</h2><div class="grid">{''.join(cards)}</div>
 <h2>Palette memory</h2>{palette_memory_html(job, info['config']['colorize'].get('palette_memory', False))}
 <h2>Shards</h2><table><tr><th>shard</th>{header}</tr>{''.join(body)}</table>

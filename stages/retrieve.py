@@ -28,6 +28,7 @@ from chromaflow.storage.images import decode_png, encode_png, resize_longest
 from chromaflow.storage.job import JobDir
 from chromaflow.storage.shards import json_bytes
 
+from .ingest import EPISODE, sample_key
 from .runner import ShardStats, run_shard
 
 _indexes: dict[tuple, ReferenceIndex] = {}
@@ -97,11 +98,17 @@ def run(job: JobDir, shard: int, config: Config) -> ShardStats:
             pages.append((lines, page, meta))
         found: list[dict] = []
         if pages and pages[0][2].get("kind") == "episode":
+            keys = {key for key, _ in items}
             for _, scene in groupby(pages, key=lambda p: p[2]["scene_id"]):
                 scene = list(scene)
+                # A held drawing's repeats (ingest's hold_of) take its result instead of a search.
+                searched = [p for p in scene if p[2].get("hold_of") not in keys]
                 wanted = identities_for_page(config.retrieval, scene[0][2]["index"] + 1)
-                results = store.search_scene([(lines, page) for lines, page, _ in scene], top_k, wanted)
-                found += [page_result([(whole_image(lines), r)]) for (lines, _, _), r in zip(scene, results)]
+                results = store.search_scene([(lines, page) for lines, page, _ in searched], top_k, wanted)
+                by_key = {sample_key(EPISODE, meta["index"]): page_result([(whole_image(lines), r)])
+                          for (lines, _, meta), r in zip(searched, results)}
+                found += [by_key.get(sample_key(EPISODE, meta["index"])) or by_key[meta["hold_of"]]
+                          for _, _, meta in scene]
         else:
             for lines, page, meta in pages:
                 wanted = identities_for_page(config.retrieval, meta["index"] + 1)

@@ -1,4 +1,5 @@
-"""Source readers: a chapter (folder of images, .cbz/.zip, one image) or an episode (video).
+"""Source readers: a chapter (folder of images, .cbz/.zip, one image) or an episode (a
+video, read by storage/video.py).
 
 Readers only read. Archives are never extracted to disk: entries are read into memory,
 and entries whose names try to leave the archive (`../`, absolute paths) are refused.
@@ -11,10 +12,7 @@ import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Callable, Iterator
-
-import cv2
-import numpy as np
+from typing import Callable
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 VIDEO_SUFFIXES = {".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg"}
@@ -118,72 +116,6 @@ def _list_archive(path: Path) -> ChapterListing:
         pages.append(PageEntry(len(pages), name, read))
     archive.close()
     return ChapterListing(pages, skipped)
-
-
-@dataclass
-class VideoFrame:
-    index: int  # position among kept frames (reading order of the episode)
-    frame_number: int  # position in the source video
-    timestamp: float  # seconds
-    scene_id: int
-    image: np.ndarray  # RGB uint8
-
-
-@dataclass
-class VideoInfo:
-    fps: float
-    frame_count: int
-    width: int
-    height: int
-
-
-def probe_video(path: str | Path) -> VideoInfo:
-    cap = cv2.VideoCapture(str(path))
-    try:
-        if not cap.isOpened():
-            raise SourceError(f"{path}: cannot open video (unsupported or broken file)")
-        ok, frame = cap.read()
-        if not ok or frame is None:
-            raise SourceError(f"{path}: video has no decodable frames")
-        fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
-        return VideoInfo(fps if fps > 0 else 24.0, int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), frame.shape[1], frame.shape[0])
-    finally:
-        cap.release()
-
-
-def _scene_histogram(rgb: np.ndarray) -> np.ndarray:
-    small = cv2.resize(rgb, (160, 90), interpolation=cv2.INTER_AREA)
-    hsv = cv2.cvtColor(small, cv2.COLOR_RGB2HSV)
-    hist = cv2.calcHist([hsv], [0, 1, 2], None, [16, 8, 8], [0, 180, 0, 256, 0, 256])
-    return cv2.normalize(hist, hist).flatten()
-
-
-def iter_video(path: str | Path, stride: int = 1, max_frames: int | None = None,
-               scene_cut_threshold: float = 0.4) -> Iterator[VideoFrame]:
-    """Decode kept frames in order; a new scene starts where the HSV histogram of a kept
-    frame differs from the previous kept frame by more than the threshold (Bhattacharyya)."""
-    probe_video(path)
-    cap = cv2.VideoCapture(str(path))
-    fps = cap.get(cv2.CAP_PROP_FPS) or 24.0
-    number, kept, scene, previous = 0, 0, 0, None
-    try:
-        while True:
-            ok, bgr = cap.read()
-            if not ok or bgr is None:
-                break
-            if number % stride == 0:
-                rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-                hist = _scene_histogram(rgb)
-                if previous is not None and cv2.compareHist(previous, hist, cv2.HISTCMP_BHATTACHARYYA) > scene_cut_threshold:
-                    scene += 1
-                previous = hist
-                yield VideoFrame(kept, number, number / fps, scene, rgb)
-                kept += 1
-                if max_frames is not None and kept >= max_frames:
-                    break
-            number += 1
-    finally:
-        cap.release()
 
 
 def file_fingerprint(path: str | Path) -> str:

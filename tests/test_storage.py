@@ -24,7 +24,8 @@ from chromaflow.stages.runner import record_failure
 from chromaflow.storage.job import JobDir
 from chromaflow.storage.manifest import incomplete_pairs, read_manifest, write_manifest
 from chromaflow.storage.shards import read_shard, read_stats, write_shard
-from chromaflow.storage.sources import SourceError, iter_video, list_chapter, natural_key, probe_video
+from chromaflow.storage.sources import SourceError, list_chapter, natural_key
+from chromaflow.storage.video import probe_video
 from synthetic import PALETTES, draw_character, make_video
 
 
@@ -143,13 +144,6 @@ def test_broken_video_is_one_line_error(tmp_path):
     bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"garbage" * 100)
     with pytest.raises(SourceError, match=r"broken\.mp4: cannot open video|broken\.mp4: video has no decodable"):
         probe_video(bad)
-
-
-def test_video_scene_cuts_and_stride(tmp_path):
-    video = make_video(tmp_path / "ep.mp4", num_frames=12, cut_at=6)
-    frames = list(iter_video(video, stride=2, scene_cut_threshold=0.3))
-    assert [f.frame_number for f in frames] == [0, 2, 4, 6, 8, 10]
-    assert [f.scene_id for f in frames] == [0, 0, 0, 1, 1, 1]
 
 
 # --- shards, ingest, manifest ------------------------------------------------------------
