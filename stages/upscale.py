@@ -1,5 +1,6 @@
 """upscale: each colorized page back to its original size, its chroma guided by the
-full-resolution page (models/upscale.py)."""
+full-resolution page (models/upscale.py, in bands of bounded memory). Per page it holds the
+decoded page, the output page and one band; the output is encoded in place."""
 
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ def run(job: JobDir, shard: int, config: Config) -> ShardStats:
             color = decode_png(inputs["colorize"]["png"])
             meta = {**json.loads(inputs["ingest"]["json"]), **json.loads(inputs["colorize"]["json"])}
             final = guided_upsample(color, page, config.upscale, LIGHTNESS_BY_KIND[meta["kind"]])
-            outputs.append({"png": encode_png(final), "json": json_bytes(meta)})
+            del page  # before encoding: the encoder's buffer takes its place
+            outputs.append({"png": encode_png(final, consume=True), "json": json_bytes(meta)})
         return outputs
 
     return run_shard(job, "upscale", shard, config, process_batch)

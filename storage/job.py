@@ -188,3 +188,19 @@ def holds_job_lock(root: str | Path) -> bool:
     """Whether this thread holds the job folder's lock (the temp sweep runs only then)."""
     held = _HELD.get(str(Path(os.path.realpath(root)) / LOCK_NAME))
     return held is not None and held[1] == threading.get_ident()
+
+
+def running_holder(root: str | Path) -> str | None:
+    """The holder of a job folder's lock while a run holds it, else None. Creates nothing."""
+    path = Path(root) / LOCK_NAME
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return lock_holder(root)
+    finally:
+        os.close(fd)
+    return None
