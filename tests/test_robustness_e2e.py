@@ -82,10 +82,10 @@ def test_all_corrupt_refs_fail_once_without_retries(prefect_harness, ray_cluster
 
 @pytest.fixture
 def small_tmpfs(tmp_path):
-    """A 24 MB tmpfs (skipped where mounting is not permitted), unmounted afterwards."""
+    """A 12 MB tmpfs (skipped where mounting is not permitted), unmounted afterwards."""
     mnt = tmp_path / "mnt"
     mnt.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mnt)], capture_output=True,
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", str(mnt)], capture_output=True,
                              text=True)
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip() or mounted.returncode}")
