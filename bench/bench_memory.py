@@ -6,12 +6,12 @@
 zip:   a CBZ of ~2 MB holding one entry of 1.5 GiB of zeros (plus one real page), ingested
        in a fresh process; the same archive with the entry's size patched to lie (1000 bytes
        declared). Reports the peak RSS growth of that process over its state before ingest.
-pages: one-page chapters of W x H line art run through `chromaflow colorize` (the CLI, a
-       local Ray cluster started by the run, the default CPU config, against a Prefect
-       server started here first). A sampler adds up RSS and PSS of the CLI process and
-       every process under it (Ray's gcs/raylet, the actors) every 0.2 s; reports the peak
-       of the totals, the peak per process kind, and the wall time. The Prefect server's
-       own RSS is reported beside it.
+pages: one-page chapters of W x H line art run through `chromaflow colorize` (the CLI, the
+       local Ray cluster it starts, the default CPU config, against a Prefect server started
+       here first). A sampler adds up RSS and PSS of the CLI process and every process under
+       it (Ray's gcs/raylet, the actors) every 0.2 s; reports the peak of the totals, the
+       peak per process kind and the wall time. The Prefect server's own RSS is reported
+       beside it.
 """
 
 from __future__ import annotations
@@ -164,14 +164,14 @@ def memory_of(pid: int) -> tuple[float, float, str]:
 
 
 class Sampler(threading.Thread):
-    def __init__(self, pid: int):
+    def __init__(self, pids: list[int]):
         super().__init__(daemon=True)
-        self.pid, self.stop, self.peak_rss, self.peak_pss, self.kinds = pid, threading.Event(), 0.0, 0.0, {}
+        self.pids, self.stop, self.peak_rss, self.peak_pss, self.kinds = pids, threading.Event(), 0.0, 0.0, {}
 
     def run(self) -> None:
         while not self.stop.wait(0.2):
             rss = pss = 0.0
-            for p in tree(self.pid):
+            for p in sorted({q for root in self.pids for q in tree(root)}):
                 try:
                     r, s, cmd = memory_of(p)
                 except OSError:
@@ -199,6 +199,22 @@ def start_prefect_server(work: Path) -> tuple[subprocess.Popen, str]:
     raise RuntimeError("prefect server did not start")
 
 
+def run_measured(cmd: list[str], env: dict) -> tuple[subprocess.CompletedProcess, Sampler, float]:
+    """Run the CLI under the sampler; retried when Ray's own start timed out (a loaded box
+    can miss Ray's fixed 30 s raylet start)."""
+    for _ in range(3):
+        started = time.time()
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        sampler = Sampler([proc.pid])
+        sampler.start()
+        output = proc.communicate()[0]
+        sampler.stop.set()
+        sampler.join()
+        if "timed out during startup" not in output:
+            break
+    return subprocess.CompletedProcess(cmd, proc.returncode, output), sampler, time.time() - started
+
+
 def bench_pages(args) -> None:
     from synthetic import make_refs
 
@@ -214,28 +230,23 @@ def bench_pages(args) -> None:
             out = work / f"job-{size}"
             cmd = [str(Path(sys.executable).parent / "chromaflow"), "colorize", str(chapter), "--refs", str(refs),
                    "--out", str(out)] + sum((["--set", s] for s in args.set), [])
-            started = time.time()
-            proc = subprocess.Popen(cmd, env=dict(os.environ, PREFECT_API_URL=url), stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT, text=True)
-            sampler = Sampler(proc.pid)
-            sampler.start()
-            output = proc.communicate()[0]
-            sampler.stop.set()
-            sampler.join()
-            seconds = time.time() - started
+            proc, sampler, seconds = run_measured(cmd, dict(os.environ, PREFECT_API_URL=url))
             server_rss = memory_of(server.pid)[0]
             kinds = ", ".join(f"{k} {v:.0f}" for k, v in sorted(sampler.kinds.items(), key=lambda kv: -kv[1]))
             print(f"{w}x{h} ({w * h / 1e6:.0f} Mpx): exit {proc.returncode}, {seconds:.0f} s, peak total RSS "
                   f"{sampler.peak_rss / 1024:.2f} GiB, PSS {sampler.peak_pss / 1024:.2f} GiB; per process (MB): {kinds}; "
                   f"prefect server {server_rss:.0f} MB")
             if proc.returncode != 0:
-                print(output[-3000:])
+                print(proc.stdout[-3000:])
     finally:
         server.terminate()
         server.wait(timeout=30)
 
 
 def main() -> None:
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # so the clean-up of the servers runs
     parser = argparse.ArgumentParser()
     parser.add_argument("what", choices=["zip", "pages"])
     parser.add_argument("--entry-gib", type=float, default=1.5)

@@ -169,13 +169,14 @@ def status(out: Path = typer.Argument(..., help="An existing job folder.")) -> N
     """Per-shard table from the job's stats files (also rewrites manifest.parquet), then the
     exports checked against them. Exit 1 when anything is missing, failed, stale or running."""
     from chromaflow.stages.registry import SHARD_SETS
-    from chromaflow.storage.job import JobDir
-    from chromaflow.storage.manifest import write_manifest
+    from chromaflow.storage.job import JobDir, running_holder
+    from chromaflow.storage.manifest import manifest_rows, write_manifest
 
     if not (out / "job.json").exists():
         _fail(f"{out}: not a chromaflow job folder (no job.json)")
     job = JobDir.open(out)
-    rows = write_manifest(job, SHARD_SETS)
+    # The manifest is rewritten only when no run is writing the folder (one writer per job).
+    rows = (write_manifest if running_holder(job.root) is None else manifest_rows)(job, SHARD_SETS)
     stale = _stale_pairs(job)
     colors = {"ok": "green", "partial": "yellow", "failed": "red", "missing": "dim", "stale": "magenta"}
     table = Table(title=f"{job.name} · {job.num_shards()} shards")
