@@ -103,6 +103,9 @@ class StagePool:
             if self.broken:
                 break
             actor = self._free.get()
+            if self.disk_full is not None:  # it came while this shard waited for an actor
+                self._free.put(actor)
+                raise self.disk_full
             try:
                 result = ray.get(actor.run.remote(stage, str(job.root), shard))
             except RayActorError as exc:
@@ -117,11 +120,12 @@ class StagePool:
                             stage, shard, attempt, max_attempts, error)
                 self._replace(actor)
             except RayTaskError as exc:
-                self._free.put(actor)
                 cause = exc.cause if getattr(exc, "cause", None) is not None else exc
-                if isinstance(cause, DiskFull):  # another attempt would fail the same way
-                    self.disk_full = cause
+                if isinstance(cause, DiskFull):  # another attempt (or shard) would fail the same way
+                    self.disk_full = cause  # set before the actor is free again: no shard starts after it
+                    self._free.put(actor)
                     raise cause from None
+                self._free.put(actor)
                 error = f"{type(cause).__name__}: {_last_line(str(cause))}"
                 log.warning("%s shard %d attempt %d/%d failed: %s", stage, shard, attempt, max_attempts, error)
             else:
