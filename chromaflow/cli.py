@@ -1,7 +1,7 @@
 """The `chromaflow` command.
 
-    chromaflow colorize SOURCE --refs DIR --out DIR [--config FILE] [--set key=value ...]
-    chromaflow rerun OUT_DIR
+    chromaflow colorize SOURCE --refs DIR --out DIR [--config FILE] [--set key=value ...] [--wait]
+    chromaflow rerun OUT_DIR [--wait]
     chromaflow status OUT_DIR
     chromaflow serve
     chromaflow evaluate DATASET --out DIR [--backend NAME ...]
@@ -10,8 +10,10 @@
     chromaflow build-training-set SRC --out DATA
     chromaflow train-colorizer DATA --out RUN_DIR     (and train-guided-sr)
 
-Exit codes: 0 done, 1 finished with failed pages/shards (summary printed), 2 bad input
-or configuration (one line naming the file or key).
+Exit codes: 0 done, 1 finished with failed pages/shards (summary printed) or stopped by a
+full disk (one line naming the file; rerun after freeing space), 2 bad input or
+configuration (one line naming the file or key), or the job folder is in use by another
+run (its pid and start time; --wait waits for it instead).
 """
 
 from __future__ import annotations
@@ -38,10 +40,11 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from chromaflow.retrieval.store_format import StoreError
     from chromaflow.storage.eval_dataset import EvalDatasetError
     from chromaflow.storage.images import ImageError
+    from chromaflow.storage.job import JobLocked
     from chromaflow.storage.sources import SourceError
 
     return (ConfigError, SourceError, ReferenceFolderError, ImageError, EvalDatasetError, StoreError,
-            PaletteMemoryError, FileNotFoundError)
+            PaletteMemoryError, FileNotFoundError, JobLocked)
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -98,15 +101,29 @@ def _print_result(summary: dict) -> None:
 
 def _run_job(run) -> None:
     from chromaflow.flows.summary import JobIncomplete
+    from chromaflow.storage.atomic import DiskFull
 
     try:
         summary = run()
     except JobIncomplete as exc:
         console.print(f"[yellow]incomplete:[/yellow] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
+    except DiskFull as exc:  # what was written stays; a rerun after freeing space finishes
+        _fail(str(exc), code=1)
     except _user_errors() as exc:
         _fail(str(exc))
     _print_result(summary)
+
+
+def _holding_job_lock(out: Path, wait: bool):
+    """The job folder's lock for the whole command (the flow's own hold, in this thread,
+    is shared): another run on it is an error at once (exit 2), or waited for with --wait."""
+    from chromaflow.storage.job import job_lock
+
+    def waiting(holder: str) -> None:
+        console.print(f"waiting for the run holding {out} ({holder})", highlight=False, soft_wrap=True)
+
+    return job_lock(out, wait=wait, on_wait=waiting)
 
 
 @app.command()
@@ -116,43 +133,54 @@ def colorize(
     out: Path = typer.Option(..., "--out", help="Job folder (created; reused to resume)."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML config merged over conf/default.yaml."),
     set_: list[str] = typer.Option([], "--set", help="Override a config key: --set colorize.work_size=768"),
+    wait: bool = typer.Option(False, "--wait", help="If another run is writing OUT, wait for it instead of failing."),
 ) -> None:
     """Colorize a chapter or an episode."""
     from chromaflow.conf import load_config
+    from chromaflow.flows.colorize import check_job_inputs
     from chromaflow.flows.colorize import colorize as run_colorize
+    from chromaflow.storage.sources import source_kind
 
     try:
-        load_config(config, set_)  # validate before Prefect/Ray start
+        cfg = load_config(config, set_)  # validate before Prefect/Ray start and before OUT exists
+        check_job_inputs(str(source), str(refs), cfg, source_kind(source))
+        with _holding_job_lock(out, wait), _ProgressWatcher(out.resolve()):
+            _run_job(lambda: run_colorize(str(source), str(refs), str(out), str(config) if config else None, set_))
     except _user_errors() as exc:
         _fail(str(exc))
-    out.mkdir(parents=True, exist_ok=True)
-    with _ProgressWatcher(out.resolve()):
-        _run_job(lambda: run_colorize(str(source), str(refs), str(out), str(config) if config else None, set_))
 
 
 @app.command()
-def rerun(out: Path = typer.Argument(..., help="An existing job folder.")) -> None:
-    """Finish a job: redo only failed or missing shards (and what depends on them)."""
+def rerun(out: Path = typer.Argument(..., help="An existing job folder."),
+          wait: bool = typer.Option(False, "--wait", help="If another run is writing OUT, wait for it.")) -> None:
+    """Finish a job: redo only failed or missing shards (and what depends on them), and
+    rebuild any export that is missing or stale."""
     from chromaflow.flows.colorize import rerun_failed_shards
 
     if not (out / "job.json").exists():
         _fail(f"{out}: not a chromaflow job folder (no job.json)")
-    with _ProgressWatcher(out.resolve()):
-        _run_job(lambda: rerun_failed_shards(out=str(out)))
+    try:
+        with _holding_job_lock(out, wait), _ProgressWatcher(out.resolve()):
+            _run_job(lambda: rerun_failed_shards(out=str(out.resolve())))
+    except _user_errors() as exc:
+        _fail(str(exc))
 
 
 @app.command()
 def status(out: Path = typer.Argument(..., help="An existing job folder.")) -> None:
-    """Per-shard status table from the job's stats files (also rewrites manifest.parquet)."""
+    """Per-shard table from the job's stats files (also rewrites manifest.parquet), then the
+    exports checked against them. Exit 1 when anything is missing, failed, stale or running."""
     from chromaflow.stages.registry import SHARD_SETS
-    from chromaflow.storage.job import JobDir
-    from chromaflow.storage.manifest import write_manifest
+    from chromaflow.storage.job import JobDir, running_holder
+    from chromaflow.storage.manifest import manifest_rows, write_manifest
 
     if not (out / "job.json").exists():
         _fail(f"{out}: not a chromaflow job folder (no job.json)")
     job = JobDir.open(out)
-    rows = write_manifest(job, SHARD_SETS)
-    colors = {"ok": "green", "partial": "yellow", "failed": "red", "missing": "dim"}
+    # The manifest is rewritten only when no run is writing the folder (one writer per job).
+    rows = (write_manifest if running_holder(job.root) is None else manifest_rows)(job, SHARD_SETS)
+    stale = _stale_pairs(job)
+    colors = {"ok": "green", "partial": "yellow", "failed": "red", "missing": "dim", "stale": "magenta"}
     table = Table(title=f"{job.name} · {job.num_shards()} shards")
     table.add_column("shard")
     for stage in SHARD_SETS:
@@ -161,14 +189,43 @@ def status(out: Path = typer.Argument(..., help="An existing job folder.")) -> N
         cells = []
         for stage in SHARD_SETS:
             row = next(r for r in rows if r["shard"] == shard and r["stage"] == stage)
-            cells.append(f"[{colors[row['status']]}]{row['status']}[/] {row['samples']}")
+            state = "stale" if (shard, stage) in stale else row["status"]
+            cells.append(f"[{colors[state]}]{state}[/] {row['samples']}")
         table.add_row(f"{shard:06d}", *cells)
     Console().print(table)
-    problems = [r for r in rows if r["error"]]
-    for row in problems:
-        console.print(f"shard {row['shard']:06d} {row['stage']}: {row['error']}", highlight=False)
+    problems = [f"shard {r['shard']:06d} {r['stage']}: {r['error']}" for r in rows if r["error"]]
+    problems += [f"shard {shard:06d} {stage}: stale (its inputs changed since it ran)" for shard, stage in sorted(stale)]
+    problems += _job_problems(job)
+    for line in problems:
+        console.print(line, highlight=False, soft_wrap=True)
     incomplete = [r for r in rows if r["status"] in ("failed", "missing")]
     raise typer.Exit(1 if incomplete or problems else 0)
+
+
+def _stale_pairs(job) -> set[tuple[int, str]]:
+    """(shard, stage) whose stats say done but whose inputs have changed since."""
+    from chromaflow.conf import Config
+    from chromaflow.stages.registry import SHARD_STAGES
+    from chromaflow.stages.runner import is_done
+    from chromaflow.storage.shards import read_stats
+
+    config = Config.model_validate(job.read_info()["config"])
+    return {(shard, stage) for shard in range(job.num_shards()) for stage in SHARD_STAGES
+            if read_stats(job, stage, shard) is not None and not is_done(job, stage, shard, config)}
+
+
+def _job_problems(job) -> list[str]:
+    """A run in progress, an unfinished ingest, missing or stale exports: one line each."""
+    from chromaflow.stages.export import export_problems
+    from chromaflow.storage.job import running_holder
+
+    problems = []
+    holder = running_holder(job.root)
+    if holder:
+        problems.append(f"{job.root}: a run is writing this job now ({holder})")
+    if "num_shards" not in job.read_info():
+        return problems + [f"{job.root}: ingest has not finished (no shard count yet); run `chromaflow rerun {job.root}`"]
+    return problems + export_problems(job)
 
 
 @app.command()

@@ -22,9 +22,15 @@ class _Section(BaseModel):
 class JobConfig(_Section):
     name: str | None = None
     shard_size: int = Field(16, ge=1, le=10000)
-    # Pillow refuses images over 2 x its MAX_IMAGE_PIXELS (178,956,970 px) whatever this says.
-    max_image_pixels: int = Field(178_956_970, ge=1)
+    # Above Pillow's hard limit (178,956,970 px) the job's own header check replaces Pillow's
+    # for pages only (storage/images.py); 200 Mpx takes a 12000x16000 spread.
+    max_image_pixels: int = Field(200_000_000, ge=1)
     max_image_side: int = Field(20000, ge=1)
+    # Per-page memory budget: W*H*8 B + file + 256 MiB must fit, else the page is refused
+    # before decoding (storage/images.py page_memory_bytes, docs/storage.md "Memory").
+    max_page_memory_mb: int = Field(2048, ge=64)
+    max_file_mb: int = Field(1024, ge=1)  # a page file (or archive entry, by declared size) above: refused
+    follow_symlinks: bool = False  # false: a chapter's symlinks that lead outside it are refused
 
 
 class IngestConfig(_Section):

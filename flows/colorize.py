@@ -28,10 +28,10 @@ from chromaflow.retrieval.references import scan_reference_folder
 from chromaflow.stages.pool import StagePool
 from chromaflow.stages.registry import FINAL, SHARD_SETS, SHARD_STAGES
 from chromaflow.stages.report import before_after_uris
-from chromaflow.stages.runner import is_done
+from chromaflow.stages.runner import is_done, is_transient
 from chromaflow.stages.workers import PooledStages
-from chromaflow.storage.atomic import remove_stale_temp_files
-from chromaflow.storage.job import JobDir, safe_job_name
+from chromaflow.storage.atomic import DiskFull, remove_stale_temp_files
+from chromaflow.storage.job import JobDir, job_lock, safe_job_name
 from chromaflow.storage.manifest import incomplete_pairs, write_manifest
 from chromaflow.storage.shards import read_stats
 from chromaflow.storage.sources import CHAPTER, EPISODE, SourceError, source_kind
@@ -41,8 +41,8 @@ from chromaflow.tasks.stages import (colorize_task, export_task, ingest_task, li
 SHARD_TASKS = {"lines": lines_task, "retrieve": retrieve_task, "colorize": colorize_task, "upscale": upscale_task}
 
 
-def prepare_job(source: str, refs: str, out: str | None, config: Config, kind: str) -> JobDir:
-    """Validate inputs up front (one-line errors) and write job.json."""
+def check_job_inputs(source: str, refs: str, config: Config, kind: str) -> Path:
+    """Validate inputs up front (one-line errors); creates nothing. Returns the source path."""
     source_path = Path(source).resolve()
     actual = source_kind(source_path)
     if actual != kind:
@@ -50,20 +50,43 @@ def prepare_job(source: str, refs: str, out: str | None, config: Config, kind: s
     scan_reference_folder(refs)  # missing/empty refs folder: fail before any work
     if config.colorize.palette_memory and config.colorize.palette_memory_seed:
         PaletteMemory.load(config.colorize.palette_memory_seed)  # a broken seed file, likewise
+    return source_path
+
+
+def job_folder(source_path: Path, out: str | None, config: Config) -> tuple[Path, str]:
+    """(job folder, job name) of a run; nothing is created."""
     name = safe_job_name(config.job.name or source_path.stem or source_path.name)
-    root = Path(out).resolve() if out else Path.cwd() / "chromaflow-out" / name
-    root.mkdir(parents=True, exist_ok=True)
-    job = JobDir(root, name)
-    previous = job.read_info() if job.job_json.exists() else {}
-    if previous and previous.get("name") != name:
-        raise ValueError(f"{root}: holds job {previous.get('name')!r}, not {name!r}; choose another --out")
-    job.write_info({**previous, "name": name, "kind": kind, "source": str(source_path),
-                    "refs": str(Path(refs).resolve()), "config": config.model_dump(mode="json"),
-                    "created_at": previous.get("created_at", time.time())})
+    return (Path(out).resolve() if out else Path.cwd() / "chromaflow-out" / name), name
+
+
+def prepare_job(source: str, refs: str, out: str | None, config: Config, kind: str) -> JobDir:
+    """Validate inputs up front (nothing is created when they fail), then write job.json
+    under the job folder's lock."""
+    source_path = check_job_inputs(source, refs, config, kind)
+    root, name = job_folder(source_path, out, config)
+    with job_lock(root):  # shared with the caller's hold when it has one (_colorize)
+        job = JobDir(root, name)
+        previous = job.read_info() if job.job_json.exists() else {}
+        if previous and previous.get("name") != name:
+            raise ValueError(f"{root}: holds job {previous.get('name')!r}, not {name!r}; choose another --out")
+        job.write_info({**previous, "name": name, "kind": kind, "source": str(source_path),
+                        "refs": str(Path(refs).resolve()), "config": config.model_dump(mode="json"),
+                        "created_at": previous.get("created_at", time.time())})
     return job
 
 
+def _retry_transient(task, task_run, state) -> bool:
+    """Prefect retry condition: a full disk or unusable input fails at once (no retries)."""
+    return is_transient(state.data if isinstance(state.data, BaseException) else None)
+
+
 def run_pipeline(job: JobDir, config: Config) -> JobSummary:
+    # One writer per job folder, for the whole run (a caller's hold is shared).
+    with job_lock(job.root):
+        return _run_pipeline_locked(job, config)
+
+
+def _run_pipeline_locked(job: JobDir, config: Config) -> JobSummary:
     logger = get_run_logger()
     info = job.read_info()
     cfg = config.model_dump(mode="json")
@@ -71,7 +94,8 @@ def run_pipeline(job: JobDir, config: Config) -> JobSummary:
     removed = remove_stale_temp_files(job.root)
     if removed:
         logger.info("removed %d temp files left by an interrupted run", removed)
-    retries = {"retries": config.prefect.task_retries, "retry_delay_seconds": config.prefect.retry_delay_seconds}
+    retries = {"retries": config.prefect.task_retries, "retry_delay_seconds": config.prefect.retry_delay_seconds,
+               "retry_condition_fn": _retry_transient}
     summary = JobSummary(job_root=root, name=job.name, kind=info["kind"])
     finished_before = all_shards_finished(job)
     with ThreadPoolTaskRunner(max_workers=config.prefect.max_parallel_tasks) as runner:
@@ -122,6 +146,9 @@ def _run_shard_stages(job: JobDir, config: Config, runner: ThreadPoolTaskRunner,
                 finished.append(shard)
                 summary.add_shard_result(future.result())
             else:
+                failure = future.result(raise_on_failure=False)
+                if isinstance(failure, DiskFull):
+                    raise failure  # no space: the job stops here, what is written stays
                 summary.add_shard_failure(stage, shard, _state_error(future))
             done += 1
             update_progress_artifact(progress, 100.0 * done / total)
@@ -191,8 +218,10 @@ def _publish_artifacts(job: JobDir, summary: JobSummary) -> None:
 def _colorize(source: str, refs: str, out: str | None, config_path: str | None, overrides: list[str] | None,
               kind: str) -> dict:
     config = load_config(config_path, overrides)
-    job = prepare_job(source, refs, out, config, kind)
-    summary = run_pipeline(job, config)
+    root, _ = job_folder(check_job_inputs(source, refs, config, kind), out, config)
+    with job_lock(root):  # nothing is created before the inputs are checked
+        job = prepare_job(source, refs, out, config, kind)
+        summary = run_pipeline(job, config)
     summary.raise_if_incomplete()
     return summary.to_dict()
 
@@ -214,13 +243,14 @@ def colorize_episode(source: str, refs: str, out: str | None = None, config_path
 @flow(name="rerun-failed-shards", log_prints=True)
 def rerun_failed_shards(out: str) -> dict:
     """Finish an existing job: redo failed/missing (shard, stage) pairs and what depends on them."""
-    job = JobDir.open(out)
-    info = job.read_info()
-    config = Config.model_validate(info["config"])
-    todo = incomplete_pairs(write_manifest(job, SHARD_SETS)) if info.get("num_shards") else []
-    get_run_logger().info("%s: %d (shard, stage) pairs failed or missing%s", job.name, len(todo),
-                          (": " + ", ".join(f"{stage}/{shard:06d}" for shard, stage in todo[:20])) if todo else "")
-    summary = run_pipeline(job, config)
+    job = JobDir.open(out)  # not a job folder: fails before the lock creates anything
+    with job_lock(job.root):
+        info = job.read_info()
+        config = Config.model_validate(info["config"])
+        todo = incomplete_pairs(write_manifest(job, SHARD_SETS)) if info.get("num_shards") else []
+        get_run_logger().info("%s: %d (shard, stage) pairs failed or missing%s", job.name, len(todo),
+                              (": " + ", ".join(f"{stage}/{shard:06d}" for shard, stage in todo[:20])) if todo else "")
+        summary = run_pipeline(job, config)
     summary.raise_if_incomplete()
     return summary.to_dict()
 

@@ -22,7 +22,8 @@ from chromaflow.models.scenes import SceneTracker, make_detector
 from chromaflow.storage.images import ImageError, decode_image, encode_png
 from chromaflow.storage.job import JobDir
 from chromaflow.storage.shards import json_bytes, read_stats
-from chromaflow.storage.sources import CHAPTER, EPISODE, SourceError, file_fingerprint, list_chapter, source_kind
+from chromaflow.storage.sources import (CHAPTER, EPISODE, PageEntry, PageReadError, ReadLimits, SourceError,
+                                        file_fingerprint, list_chapter, source_kind)
 from chromaflow.storage.video import VideoFrame, VideoInfo, VideoReader
 
 from .registry import INGEST, stage_config_sha
@@ -38,6 +39,7 @@ class IngestSummary:
     num_shards: int
     failed: list[dict[str, str]] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # non-image files
+    warnings: list[str] = field(default_factory=list)  # pages used with a caveat (animated: first frame)
     fps: float | None = None
     shards_written: list[int] = field(default_factory=list)
     video: dict | None = None  # episodes: stream facts and skipped stretches (job.json "video")
@@ -59,7 +61,10 @@ def run(job: JobDir, source: str | Path, config: Config) -> IngestSummary:
 
 
 def _ingest_chapter(source: Path, job: JobDir, config: Config) -> IngestSummary:
-    listing = list_chapter(source)
+    """Pages in reading order into shards. A shard's pages are hashed first (streaming) and
+    the shard is kept when they and the settings are unchanged; otherwise they are read,
+    decoded and written one page at a time, so memory holds one page, not the shard."""
+    listing = list_chapter(source, ReadLimits(config.job.max_file_mb << 20, config.job.follow_symlinks))
     for warning in listing.skipped:
         log.warning(warning)
     size = config.job.shard_size
@@ -70,43 +75,65 @@ def _ingest_chapter(source: Path, job: JobDir, config: Config) -> IngestSummary:
     for shard in range(num_shards):
         members = pages[shard * size:(shard + 1) * size]
         started = time.time()
-        raw: list[tuple] = []
-        digest = hashlib.sha256()
-        for page in members:
-            data = b""
-            problem = page.problem
-            if problem is None:
-                try:
-                    data = page.read()
-                except OSError as exc:
-                    problem = f"{source}/{page.name}: cannot read ({exc.strerror or exc})"
-            digest.update(f"{page.index}:{page.name}:".encode())
-            digest.update(hashlib.sha256(data).digest())
-            raw.append((page, data, problem))
-        input_sha = digest.hexdigest()
+        input_sha = _pages_sha(members)
         if _ingested(job, shard, input_sha, config_sha):
             summary.failed.extend(_previous_failures(job, shard))
             continue
-        samples, failed = [], []
-        for page, data, problem in raw:
-            display = f"{source}/{page.name}" if source.is_dir() else (
-                f"{source}!{page.name}" if source.suffix.lower() in (".cbz", ".zip") else str(source))
-            if problem is None:
-                try:
-                    rgb = decode_image(data, display, config.job.max_image_pixels, config.job.max_image_side)
-                except ImageError as exc:
-                    problem = str(exc)
-            if problem is not None:
-                log.error(problem)
-                failed.append({"key": sample_key(CHAPTER, page.index), "name": page.name, "error": problem})
-                continue
-            meta = {"index": page.index, "source": page.name, "width": rgb.shape[1], "height": rgb.shape[0],
-                    "scene_id": 0, "kind": CHAPTER}
-            samples.append({"__key__": sample_key(CHAPTER, page.index), "png": encode_png(rgb), "json": json_bytes(meta)})
+        failed: list[dict[str, str]] = []
+        samples = _page_samples(source, members, config, failed, summary.warnings)
         finish_shard(job, INGEST, shard, samples, failed, input_sha, config_sha, started)
         summary.failed.extend(failed)
         summary.shards_written.append(shard)
     return summary
+
+
+def _pages_sha(members: list[PageEntry]) -> str:
+    """What a shard is ingested from: each page's position, name and content hash."""
+    digest = hashlib.sha256()
+    for page in members:
+        digest.update(f"{page.index}:{page.name}:".encode())
+        try:
+            content = bytes.fromhex(page.sha256()) if page.problem is None else hashlib.sha256(b"").digest()
+        except (OSError, PageReadError) as exc:
+            content = f"unreadable:{exc}".encode()
+        digest.update(content)
+    return digest.hexdigest()
+
+
+def _page_samples(source: Path, members: list[PageEntry], config: Config, failed: list[dict],
+                  warnings: list[str]) -> Iterator[dict]:
+    """The shard's samples, one page at a time; refused or broken pages go to `failed`."""
+    job_cfg = config.job
+    for page in members:
+        display = f"{source}/{page.name}" if source.is_dir() else (
+            f"{source}!{page.name}" if source.suffix.lower() in (".cbz", ".zip") else str(source))
+        problem, notes = page.problem, []
+        if problem is None:
+            try:
+                data = page.read()
+                rgb = decode_image(data, display, job_cfg.max_image_pixels, job_cfg.max_image_side,
+                                   job_cfg.max_page_memory_mb << 20, notes)
+                del data
+            except PageReadError as exc:
+                problem = str(exc)
+            except OSError as exc:
+                problem = f"{display}: cannot read ({exc.strerror or exc})"
+            except ImageError as exc:
+                problem = str(exc)
+        for note in notes:
+            log.warning(note)
+            warnings.append(note)
+        if problem is not None:
+            log.error(problem)
+            failed.append({"key": sample_key(CHAPTER, page.index), "name": page.name, "error": problem})
+            continue
+        meta = {"index": page.index, "source": page.name, "width": rgb.shape[1], "height": rgb.shape[0],
+                "scene_id": 0, "kind": CHAPTER}
+        if notes:
+            meta["notes"] = notes
+        yield {"__key__": sample_key(CHAPTER, page.index), "png": encode_png(rgb, consume=True),
+               "json": json_bytes(meta)}
+        del rgb
 
 
 def _ingest_episode(source: Path, job: JobDir, config: Config) -> IngestSummary:

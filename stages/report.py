@@ -14,10 +14,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from typing import Iterator
+
 from chromaflow.storage.atomic import write_bytes
-from chromaflow.storage.images import decode_png, encode_jpeg, resize_longest
+from chromaflow.storage.images import decode_png_reduced, encode_jpeg, resize_longest
 from chromaflow.storage.job import JobDir
-from chromaflow.storage.shards import read_shard, read_stats
+from chromaflow.storage.shards import Sample, iter_shard, key_order, read_stats
 
 from .registry import FINAL, INGEST, SHARD_SETS
 
@@ -26,27 +28,25 @@ def jpeg_data_uri(rgb: np.ndarray) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(encode_jpeg(rgb, quality=80)).decode()
 
 
-def thumbnail_uri(rgb: np.ndarray, size: int) -> str:
-    return jpeg_data_uri(resize_longest(rgb, size))
+def thumbnail_uri(png: bytes, size: int) -> str:
+    """A page's PNG as a JPEG thumbnail; big pages are decoded at a reduced size."""
+    return jpeg_data_uri(resize_longest(decode_png_reduced(png, size), size))
 
 
 def before_after_uris(job: JobDir, pages: list[dict], height: int = 240) -> dict[str, str]:
     """{page key: JPEG data URI of the original page and its colorization side by side}
-    for exported pages (dicts with "key" and "index"); each shard is read once."""
+    for exported pages (dicts with "key" and "index"); shards are streamed."""
     shard_size = job.read_info()["config"]["job"]["shard_size"]
     wanted: dict[int, set[str]] = {}
     for page in pages:
         wanted.setdefault(page["index"] // shard_size, set()).add(page["key"])
     uris = {}
     for shard, keys in wanted.items():
-        if read_stats(job, FINAL, shard) is None:
-            continue
-        before = _before_images(job, shard)
-        for sample in read_shard(job.shard_path(FINAL, shard)):
-            key = sample["__key__"]
-            if key not in keys or key not in before:
+        for before, after in paired_samples(job, shard):
+            key = after["__key__"]
+            if key not in keys or before is None:
                 continue
-            a, b = decode_png(before[key]["png"]), decode_png(sample["png"])
+            a, b = decode_png_reduced(before["png"], height), decode_png_reduced(after["png"], height)
             size = (max(1, round(a.shape[1] * height / a.shape[0])), height)
             gap = np.full((height, 8, 3), 255, np.uint8)
             uris[key] = jpeg_data_uri(np.hstack([cv2.resize(a, size, interpolation=cv2.INTER_AREA), gap,
@@ -54,10 +54,17 @@ def before_after_uris(job: JobDir, pages: list[dict], height: int = 240) -> dict
     return uris
 
 
-def _before_images(job: JobDir, shard: int) -> dict:
-    if read_stats(job, INGEST, shard) is None:
-        return {}
-    return {s["__key__"]: s for s in read_shard(job.shard_path(INGEST, shard))}
+def paired_samples(job: JobDir, shard: int) -> Iterator[tuple[Sample | None, Sample]]:
+    """(ingest sample or None, final sample) of a finished final shard, read side by side
+    (both shards hold their samples in key order)."""
+    if read_stats(job, FINAL, shard) is None:
+        return
+    before = iter_shard(job.shard_path(INGEST, shard)) if read_stats(job, INGEST, shard) else iter(())
+    head = next(before, None)
+    for sample in iter_shard(job.shard_path(FINAL, shard)):
+        while head is not None and key_order(head["__key__"]) < key_order(sample["__key__"]):
+            head = next(before, None)
+        yield (head if head is not None and head["__key__"] == sample["__key__"] else None), sample
 
 
 STATUS_COLORS = {"ok": "#2e7d32", "partial": "#ef6c00", "failed": "#c62828", "missing": "#757575"}
@@ -142,24 +149,20 @@ def write_report(job: JobDir, manifest_rows: list[dict], pages: list[dict], fail
     info = job.read_info()
     cards = []
     for shard, picks in contact_sheet_shards(job, info).items():
-        before = _before_images(job, shard)
-        if read_stats(job, FINAL, shard) is None:
-            continue
-        for sample in read_shard(job.shard_path(FINAL, shard)):
+        for orig, sample in paired_samples(job, shard):
             meta = json.loads(sample["json"])
             if picks is not None and meta["index"] not in picks:
                 continue
-            orig = before.get(sample["__key__"])
-            before_img = (f'<img alt="before" src="{thumbnail_uri(decode_png(orig["png"]), thumb_size)}">'
-                          if orig else "")
-            after_img = f'<img alt="after" src="{thumbnail_uri(decode_png(sample["png"]), thumb_size)}">'
+            before_img = f'<img alt="before" src="{thumbnail_uri(orig["png"], thumb_size)}">' if orig else ""
+            after_img = f'<img alt="after" src="{thumbnail_uri(sample["png"], thumb_size)}">'
             idents = ", ".join(i or "(unnamed pool)" for i in meta.get("identities", [])) or "unknown"
             reused = f' · reuses {html.escape(meta["reused_from"])}' if meta.get("reused_from") else ""
             cards.append(
                 f'<div class="card"><div class="pair">{before_img}{after_img}</div>'
                 f'<div class="cap">#{meta["index"] + 1} {html.escape(meta["source"])} · '
                 f'{meta["width"]}×{meta["height"]} · identities: {html.escape(idents)}{reused}<br>'
-                f'references: {html.escape(", ".join(meta.get("references", [])))}</div></div>')
+                f'references: {html.escape(", ".join(meta.get("references", [])))}'
+                f'{"".join(f"<br>{html.escape(note)}" for note in meta.get("notes", []))}</div></div>')
     stages = sorted({r["stage"] for r in manifest_rows}, key=SHARD_SETS.index)
     by_shard: dict[int, dict[str, dict]] = {}
     for row in manifest_rows:

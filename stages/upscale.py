@@ -1,6 +1,8 @@
 """upscale: each colorized page back to its original size, its chroma guided by the
-full-resolution page (models/upscale.py). An episode frame that repeats the drawing before
-it in place (colorize `reused_from`, no pan) takes that frame's result."""
+full-resolution page (models/upscale.py, in bands of bounded memory). Per page it holds the
+decoded page, the output page and one band; the output is encoded in place. An episode frame
+that repeats the drawing before it in place (colorize `reused_from`, no pan) takes that
+frame's result."""
 
 from __future__ import annotations
 
@@ -28,7 +30,9 @@ def run(job: JobDir, shard: int, config: Config) -> ShardStats:
             else:
                 page = decode_png(inputs["ingest"]["png"])
                 color = decode_png(inputs["colorize"]["png"])
-                png = encode_png(guided_upsample(color, page, config.upscale, LIGHTNESS_BY_KIND[meta["kind"]]))
+                final = guided_upsample(color, page, config.upscale, LIGHTNESS_BY_KIND[meta["kind"]])
+                del page, color  # before encoding: the encoder's buffer takes their place
+                png = encode_png(final, consume=True)
                 done.clear()
                 done[key] = png
             outputs.append({"png": png, "json": json_bytes(meta)})

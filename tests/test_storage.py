@@ -96,10 +96,21 @@ def test_huge_image_refused_before_decoding():
         decode_image(_png_header_only(30000, 30000), "huge.png", max_pixels=200_000_000, max_side=20000)
 
 
-def test_over_pillows_own_limit_is_refused_by_pillows_guard():
-    # The job's limit is set above Pillow's hard limit: Pillow's guard still refuses it.
+def test_pillows_guard_stays_unless_the_job_allows_more():
+    big = _png_header_only(14000, 14000)  # 196 Mpx: over Pillow's hard limit (178,956,970)
+    # At Pillow's limit, Pillow's own guard refuses it, from the header.
     with pytest.raises(ImageError, match=r"^big\.png: image is over the limit .*decompression bomb.*refused before"):
-        decode_image(_png_header_only(14000, 14000), "big.png", max_pixels=400_000_000, max_side=20000)
+        decode_image(big, "big.png", max_pixels=178_956_970, max_side=20000)
+    # A job that allows more is checked by its own limits instead, still before decoding:
+    with pytest.raises(ImageError, match=r"^big\.png: image is 14000x14000, over the limit .*max_image_pixels=190000000"):
+        decode_image(big, "big.png", max_pixels=190_000_000, max_side=20000)
+    # 14000*14000*8 B + 256 MiB = 1.8 GiB > a 1 GiB page budget
+    with pytest.raises(ImageError, match=r"^big\.png: a 14000x14000 page needs about 1\.7 GiB .*max_page_memory_mb=1024"):
+        decode_image(big, "big.png", max_pixels=400_000_000, max_side=20000, max_memory=1 << 30)
+    # ... and Pillow's guard is untouched for everything else in the process.
+    assert Image.MAX_IMAGE_PIXELS == 89_478_485
+    with pytest.raises(Image.DecompressionBombError):
+        Image.open(io.BytesIO(big))
 
 
 def test_only_allowlisted_formats_are_decoded():
