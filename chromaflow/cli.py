@@ -3,7 +3,7 @@
     chromaflow colorize SOURCE --refs DIR --out DIR [--config FILE] [--set key=value ...]
     chromaflow rerun OUT_DIR
     chromaflow status OUT_DIR
-    chromaflow serve
+    chromaflow serve [--inbox DIR --refs DIR --out-root DIR (--cron EXPR | --interval SECONDS)]
     chromaflow evaluate DATASET --out DIR [--backend NAME ...]
     chromaflow index REFS --out INDEX_DIR
     chromaflow convert-weights SRC DST
@@ -14,7 +14,6 @@ or configuration (one line naming the file or key).
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 from pathlib import Path
@@ -31,6 +30,7 @@ console = Console(stderr=True)
 
 def _user_errors() -> tuple[type[Exception], ...]:
     from chromaflow.conf import ConfigError
+    from chromaflow.flows.summary import OutFolderError
     from chromaflow.models.palette_memory import PaletteMemoryError
     from chromaflow.retrieval.references import ReferenceFolderError
     from chromaflow.retrieval.store_format import StoreError
@@ -39,7 +39,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from chromaflow.storage.sources import SourceError
 
     return (ConfigError, SourceError, ReferenceFolderError, ImageError, EvalDatasetError, StoreError,
-            PaletteMemoryError, FileNotFoundError)
+            PaletteMemoryError, FileNotFoundError, OutFolderError)
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -117,13 +117,16 @@ def colorize(
 ) -> None:
     """Colorize a chapter or an episode."""
     from chromaflow.conf import load_config
-    from chromaflow.flows.colorize import colorize as run_colorize
+    from chromaflow.flows.colorize import check_job_folder, check_job_inputs, colorize as run_colorize, job_folder
+    from chromaflow.storage.sources import source_kind
 
+    # Everything the run would refuse is refused here, before a flow run or OUT exists.
     try:
-        load_config(config, set_)  # validate before Prefect/Ray start
+        cfg = load_config(config, set_)
+        source_path = check_job_inputs(str(source), str(refs), cfg, source_kind(source))
+        check_job_folder(*job_folder(source_path, str(out), cfg))
     except _user_errors() as exc:
         _fail(str(exc))
-    out.mkdir(parents=True, exist_ok=True)
     with _ProgressWatcher(out.resolve()):
         _run_job(lambda: run_colorize(str(source), str(refs), str(out), str(config) if config else None, set_))
 
@@ -131,10 +134,16 @@ def colorize(
 @app.command()
 def rerun(out: Path = typer.Argument(..., help="An existing job folder.")) -> None:
     """Finish a job: redo only failed or missing shards (and what depends on them)."""
+    from chromaflow.conf import Config
     from chromaflow.flows.colorize import rerun_failed_shards
+    from chromaflow.storage.job import JobDir
 
     if not (out / "job.json").exists():
         _fail(f"{out}: not a chromaflow job folder (no job.json)")
+    try:
+        Config.model_validate(JobDir.open(out).read_info()["config"])
+    except (OSError, ValueError, KeyError) as exc:
+        _fail(f"{out / 'job.json'}: unusable ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})")
     with _ProgressWatcher(out.resolve()):
         _run_job(lambda: rerun_failed_shards(out=str(out)))
 
@@ -169,16 +178,71 @@ def status(out: Path = typer.Argument(..., help="An existing job folder.")) -> N
     raise typer.Exit(1 if incomplete or problems else 0)
 
 
+def _inbox_schedule(inbox: Optional[Path], refs: Optional[Path], out_root: Optional[Path], cron: Optional[str],
+                    interval: Optional[float], config: Optional[Path], set_: list[str]):
+    """The --inbox/--cron/--interval flags, checked (one-line errors), as an InboxSchedule or None."""
+    from prefect.client.schemas.schedules import CronSchedule
+    from prefect.settings import PREFECT_API_URL
+
+    from chromaflow.conf import ConfigError, load_config
+    from chromaflow.flows.deployments import InboxSchedule
+    from chromaflow.retrieval.references import scan_reference_folder
+
+    if inbox is None:
+        if refs or out_root or cron or interval is not None or config or set_:
+            raise ConfigError("--refs, --out-root, --cron, --interval, --config and --set go with --inbox")
+        return None
+    if refs is None or out_root is None:
+        raise ConfigError("--inbox needs --refs and --out-root")
+    if cron and interval is not None:
+        raise ConfigError("give --cron or --interval, not both")
+    if interval is not None and interval <= 0:
+        raise ConfigError(f"--interval {interval:g}: must be a positive number of seconds")
+    if cron:
+        try:
+            CronSchedule(cron=cron)
+        except ValueError:
+            raise ConfigError(f"--cron {cron!r}: not a cron expression (e.g. '0 * * * *')") from None
+    if (cron or interval) and not PREFECT_API_URL.value():
+        raise ConfigError("schedules need a Prefect server: run `prefect server start --host 127.0.0.1` and "
+                          "export PREFECT_API_URL=http://127.0.0.1:4200/api")
+    if not inbox.is_dir():
+        raise ConfigError(f"{inbox}: inbox folder does not exist")
+    if out_root.exists() and not out_root.is_dir():
+        raise ConfigError(f"{out_root}: --out-root is a file, not a folder")
+    scan_reference_folder(refs)
+    load_config(config, set_)
+    return InboxSchedule(inbox, refs, out_root, cron, interval, config, list(set_))
+
+
 @app.command()
-def serve(limit: int = typer.Option(1, help="Flow runs executed at the same time.")) -> None:
+def serve(
+    limit: int = typer.Option(1, help="Flow runs executed at the same time."),
+    inbox: Optional[Path] = typer.Option(None, "--inbox", help="Inbox folder of colorize-inbox/default: chapter "
+                                         "folders, .cbz/.zip and videos."),
+    refs: Optional[Path] = typer.Option(None, "--refs", help="Reference folder for the inbox's chapters."),
+    out_root: Optional[Path] = typer.Option(None, "--out-root", help="Jobs go to OUT_ROOT/<chapter name>/."),
+    cron: Optional[str] = typer.Option(None, "--cron", help="Run the inbox on this cron schedule, e.g. '0 * * * *'."),
+    interval: Optional[float] = typer.Option(None, "--interval", help="Run the inbox every SECONDS."),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML config for the inbox's chapters."),
+    set_: list[str] = typer.Option([], "--set", help="Config override for the inbox's chapters."),
+) -> None:
     """Serve the deployments (colorize-chapter/default, colorize-episode/default,
-    rerun-failed-shards/default, ...) to a Prefect server at PREFECT_API_URL."""
+    colorize-inbox/default, rerun-failed-shards/default, ...) to the Prefect server at
+    PREFECT_API_URL. --inbox/--refs/--out-root set colorize-inbox's parameters and
+    --cron/--interval its schedule; schedules already on the server are kept."""
+    from prefect.settings import PREFECT_API_URL
+
     from chromaflow.flows.deployments import serve_deployments
 
-    if not os.environ.get("PREFECT_API_URL"):
+    try:
+        schedule = _inbox_schedule(inbox, refs, out_root, cron, interval, config, set_)
+    except _user_errors() as exc:
+        _fail(str(exc))
+    if not PREFECT_API_URL.value():
         console.print("[yellow]PREFECT_API_URL is not set: start `prefect server start --host 127.0.0.1` and "
                       "export PREFECT_API_URL=http://127.0.0.1:4200/api[/yellow]")
-    serve_deployments(limit=limit)
+    serve_deployments(limit=limit, inbox=schedule)
 
 
 @app.command()
@@ -221,9 +285,16 @@ def index(
     """Build or update a reference index (flow build-reference-index)."""
     from chromaflow.conf import load_config
     from chromaflow.flows.build_index import build_reference_index
+    from chromaflow.retrieval.references import scan_reference_folder
 
     try:
         load_config(config, set_)  # validate before Prefect starts
+        scan_reference_folder(refs)
+        if out.exists() and not out.is_dir():
+            _fail(f"{out}: --out is a file, not an index folder")
+    except _user_errors() as exc:
+        _fail(str(exc))
+    try:
         summary = build_reference_index(str(refs), str(out), str(config) if config else None, set_)
     except _user_errors() as exc:
         _fail(str(exc))
