@@ -9,6 +9,13 @@ cannot be added from here in time. Every chromaflow flow therefore calls
 (once per process), filtered to records made inside a flow or task run, so stage code called
 outside Prefect (benchmarks, tests) logs to the console only, without Prefect's
 "no flow run id" warnings.
+
+It also keeps tracebacks out of the run's log where nothing crashed: a flow run that a
+runner (`chromaflow serve`) or worker starts and that ends Failed makes Prefect's engine
+log "Engine execution exited with unexpected exception" with the traceback of the state's
+exception, even when the flow returned that state. For chromaflow's expected outcomes
+(pages or shards failed: JobIncomplete; unusable inputs) that record is dropped: the run's
+log already ends with "Finished in state Failed('<one-line summary>')".
 """
 
 from __future__ import annotations
@@ -18,7 +25,10 @@ import logging
 from prefect.context import FlowRunContext, TaskRunContext
 from prefect.logging.handlers import APILogHandler
 
+from chromaflow.flows.summary import INPUT_ERRORS, JobIncomplete
+
 CHROMAFLOW_LOGGER = "chromaflow"
+ENGINE_EXIT = "Engine execution exited with unexpected exception"
 
 
 def _inside_a_run(record: logging.LogRecord) -> bool:
@@ -33,7 +43,16 @@ class RunLogHandler(APILogHandler):
         self.addFilter(_inside_a_run)
 
 
+def _not_an_expected_failure(record: logging.LogRecord) -> bool:
+    if not record.exc_info or record.getMessage() != ENGINE_EXIT:
+        return True
+    return not isinstance(record.exc_info[1], (JobIncomplete, *INPUT_ERRORS))
+
+
 def forward_chromaflow_logs() -> None:
     target = logging.getLogger(CHROMAFLOW_LOGGER)
     if not any(isinstance(h, RunLogHandler) for h in target.handlers):
         target.addHandler(RunLogHandler())
+    flow_runs = logging.getLogger("prefect.flow_runs")
+    if _not_an_expected_failure not in flow_runs.filters:
+        flow_runs.addFilter(_not_an_expected_failure)
