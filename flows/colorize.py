@@ -133,7 +133,6 @@ def run_pipeline(job: JobDir, config: Config) -> JobSummary:
                                                            force=summary.computed > 0))
     publish_artifacts(job, summary, config.prefect.artifact_pages)
     mark_finished(job, info["source"], config, len(summary.shard_failures), len(summary.problem_lines()))
-    (logger.info if summary.complete else logger.warning)(summary.one_line())
     return summary
 
 
@@ -172,9 +171,10 @@ def _colorize(source: str, refs: str, out: str | None, config_path: str | None, 
     try:
         config = load_config(config_path, overrides)
         job = prepare_job(source, refs, out, config, kind)
+        summary = run_pipeline(job, config)  # a source that turns out unreadable in ingest, too
     except INPUT_ERRORS as exc:
         return input_error_state(exc)
-    return run_pipeline(job, config).final_state()
+    return summary.final_state()
 
 
 def job_run_name() -> str:

@@ -217,3 +217,27 @@ def test_serve_and_prefect_deployment_run(prefect_harness, tmp_path, chapter_dir
             server.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_prefect_yaml_deploys_with_the_inbox_schedules(prefect_harness, tmp_path):
+    """`prefect deploy --all` accepts prefect.yaml as shipped (a work-pool setup)."""
+    from prefect.client.orchestration import get_client
+
+    env = cli_env(prefect_harness)
+    pool = subprocess.run(PREFECT + ["work-pool", "create", "chromaflow", "--type", "process"], env=env,
+                          capture_output=True, text=True, timeout=180)
+    assert pool.returncode == 0 or "already exists" in pool.stdout, pool.stdout + pool.stderr
+    deploy = subprocess.run(PREFECT + ["--no-prompt", "deploy", "--all", "--prefect-file",
+                                       str(Path(__file__).parents[1] / "prefect.yaml")],
+                            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert deploy.returncode == 0, deploy.stdout[-3000:] + deploy.stderr[-3000:]
+    with get_client(sync_client=True) as client:
+        inbox = client.read_deployment_by_name("colorize-inbox/default")
+        client.delete_deployment(inbox.id)  # its schedule would keep making runs in the session's API
+    assert inbox.parameters == {"inbox": "/data/inbox", "refs": "/data/refs", "out_root": "/data/jobs"}
+    assert inbox.concurrency_limit == 1
+    schedules = {s.slug: s for s in inbox.schedules}
+    assert schedules["inbox-every-15-minutes"].schedule.cron == "*/15 * * * *"
+    assert schedules["inbox-every-15-minutes"].active and not schedules["inbox-hourly"].active
+    assert schedules["inbox-hourly"].schedule.interval.total_seconds() == 3600
