@@ -236,7 +236,8 @@ def test_prefect_yaml_deploys_with_the_inbox_schedules(prefect_harness, tmp_path
         inbox = client.read_deployment_by_name("colorize-inbox/default")
         client.delete_deployment(inbox.id)  # its schedule would keep making runs in the session's API
     assert inbox.parameters == {"inbox": "/data/inbox", "refs": "/data/refs", "out_root": "/data/jobs"}
-    assert inbox.concurrency_limit == 1
+    assert inbox.global_concurrency_limit.limit == 1
+    assert inbox.concurrency_options.collision_strategy.value == "CANCEL_NEW"
     schedules = {s.slug: s for s in inbox.schedules}
     assert schedules["inbox-every-15-minutes"].schedule.cron == "*/15 * * * *"
     assert schedules["inbox-every-15-minutes"].active and not schedules["inbox-hourly"].active
