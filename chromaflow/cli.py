@@ -179,7 +179,7 @@ def status(out: Path = typer.Argument(..., help="An existing job folder.")) -> N
 
 
 def _inbox_schedule(inbox: Optional[Path], refs: Optional[Path], out_root: Optional[Path], cron: Optional[str],
-                    interval: Optional[float], config: Optional[Path], set_: list[str]):
+                    interval: Optional[float], timezone: Optional[str], config: Optional[Path], set_: list[str]):
     """The --inbox/--cron/--interval flags, checked (one-line errors), as an InboxSchedule or None."""
     from prefect.client.schemas.schedules import CronSchedule
     from prefect.settings import PREFECT_API_URL
@@ -189,8 +189,8 @@ def _inbox_schedule(inbox: Optional[Path], refs: Optional[Path], out_root: Optio
     from chromaflow.retrieval.references import scan_reference_folder
 
     if inbox is None:
-        if refs or out_root or cron or interval is not None or config or set_:
-            raise ConfigError("--refs, --out-root, --cron, --interval, --config and --set go with --inbox")
+        if refs or out_root or cron or interval is not None or timezone or config or set_:
+            raise ConfigError("--refs, --out-root, --cron, --interval, --timezone, --config and --set go with --inbox")
         return None
     if refs is None or out_root is None:
         raise ConfigError("--inbox needs --refs and --out-root")
@@ -198,11 +198,15 @@ def _inbox_schedule(inbox: Optional[Path], refs: Optional[Path], out_root: Optio
         raise ConfigError("give --cron or --interval, not both")
     if interval is not None and interval <= 0:
         raise ConfigError(f"--interval {interval:g}: must be a positive number of seconds")
+    if timezone and not cron:
+        raise ConfigError("--timezone goes with --cron")
     if cron:
         try:
-            CronSchedule(cron=cron)
+            CronSchedule(cron=cron, timezone=timezone)
         except ValueError:
-            raise ConfigError(f"--cron {cron!r}: not a cron expression (e.g. '0 * * * *')") from None
+            raise ConfigError(f"--cron {cron!r} --timezone {timezone!r}: not a cron expression (e.g. '0 * * * *') "
+                              "or not an IANA time zone (e.g. Asia/Tokyo)" if timezone else
+                              f"--cron {cron!r}: not a cron expression (e.g. '0 * * * *')") from None
     if (cron or interval) and not PREFECT_API_URL.value():
         raise ConfigError("schedules need a Prefect server: run `prefect server start --host 127.0.0.1` and "
                           "export PREFECT_API_URL=http://127.0.0.1:4200/api")
@@ -212,7 +216,7 @@ def _inbox_schedule(inbox: Optional[Path], refs: Optional[Path], out_root: Optio
         raise ConfigError(f"{out_root}: --out-root is a file, not a folder")
     scan_reference_folder(refs)
     load_config(config, set_)
-    return InboxSchedule(inbox, refs, out_root, cron, interval, config, list(set_))
+    return InboxSchedule(inbox, refs, out_root, cron, interval, timezone, config, list(set_))
 
 
 @app.command()
@@ -224,6 +228,7 @@ def serve(
     out_root: Optional[Path] = typer.Option(None, "--out-root", help="Jobs go to OUT_ROOT/<chapter name>/."),
     cron: Optional[str] = typer.Option(None, "--cron", help="Run the inbox on this cron schedule, e.g. '0 * * * *'."),
     interval: Optional[float] = typer.Option(None, "--interval", help="Run the inbox every SECONDS."),
+    timezone: Optional[str] = typer.Option(None, "--timezone", help="Time zone of --cron (default UTC)."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML config for the inbox's chapters."),
     set_: list[str] = typer.Option([], "--set", help="Config override for the inbox's chapters."),
 ) -> None:
@@ -236,7 +241,7 @@ def serve(
     from chromaflow.flows.deployments import serve_deployments
 
     try:
-        schedule = _inbox_schedule(inbox, refs, out_root, cron, interval, config, set_)
+        schedule = _inbox_schedule(inbox, refs, out_root, cron, interval, timezone, config, set_)
     except _user_errors() as exc:
         _fail(str(exc))
     if not PREFECT_API_URL.value():

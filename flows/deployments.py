@@ -48,6 +48,7 @@ class InboxSchedule:
     out_root: Path
     cron: str | None = None
     interval: float | None = None
+    timezone: str | None = None  # of the cron expression (UTC when None)
     config_path: Path | None = None
     overrides: list[str] = field(default_factory=list)
 
@@ -60,7 +61,7 @@ class InboxSchedule:
     def schedule(self):
         """The Prefect schedule (parameters ride on it, so they survive a plain `serve`)."""
         if self.cron:
-            return Cron(self.cron, parameters=self.parameters(), slug=INBOX_SCHEDULE_SLUG)
+            return Cron(self.cron, timezone=self.timezone, parameters=self.parameters(), slug=INBOX_SCHEDULE_SLUG)
         if self.interval:
             return Interval(self.interval, parameters=self.parameters(), slug=INBOX_SCHEDULE_SLUG)
         return None

@@ -107,6 +107,8 @@ def test_serve_flags_are_checked_before_serving(tmp_path, refs_dir):
     _one_line_error(CliRunner().invoke(app, ["serve", "--inbox", str(inbox)]), "--inbox needs --refs and --out-root")
     _one_line_error(CliRunner().invoke(app, base + ["--cron", "every day"]), "--cron 'every day': not a cron")
     _one_line_error(CliRunner().invoke(app, base + ["--cron", "0 * * * *", "--interval", "60"]), "not both")
+    _one_line_error(CliRunner().invoke(app, base + ["--cron", "0 3 * * *", "--timezone", "Mars/Olympus"]),
+                    "not an IANA time zone")
     _one_line_error(CliRunner().invoke(app, base + ["--interval", "0"]), "must be a positive number")
     _one_line_error(CliRunner().invoke(app, base[:2] + [str(tmp_path / "nowhere")] + base[3:]),
                     "inbox folder does not exist")
