@@ -102,13 +102,26 @@ def shard_phase(job_root: Path, threads: int) -> dict:
             actors[s["pid"]] = actors.get(s["pid"], 0.0) + s["seconds"]
     flow_threads = sum(s["seconds"] for stage in ("lines", "retrieve") for s in stats[stage]) / threads
     busiest = max([*actors.values(), flow_threads])
+    start = min(s["started_at"] for s in stats["lines"])
+    pooled = stats["colorize"] + stats["upscale"]
     return {"shard_phase_wall_seconds": round(wall, 2), "busiest_worker_seconds": round(busiest, 2),
             "wall_over_busiest": round(wall / busiest, 3),
             "actor_stage_seconds": sorted(round(v, 2) for v in actors.values()),
-            "flow_thread_stage_seconds": round(flow_threads, 2)}
+            "flow_thread_stage_seconds": round(flow_threads, 2),
+            # when the actors got their first shard, and when lines/retrieve of the last shard ended
+            "first_colorize_start_seconds": round(min(s["started_at"] for s in stats["colorize"]) - start, 2),
+            "lines_retrieve_end_seconds": round(max(s["finished_at"] for s in stats["retrieve"]) - start, 2),
+            "actor_idle_after_first_shard_seconds": round(sum(
+                _gaps(sorted((s["started_at"], s["finished_at"]) for s in pooled if s["pid"] == pid))
+                for pid in actors), 2)}
 
 
-def overlap_benchmark(chapter: Path, refs: Path, out: Path, shard_size: int, delay: float) -> dict:
+def _gaps(intervals: list[tuple[float, float]]) -> float:
+    return sum(max(0.0, b[0] - a[1]) for a, b in zip(intervals, intervals[1:]))
+
+
+def overlap_benchmark(chapter: Path, refs: Path, out: Path, shard_size: int, delay: float,
+                      extra: list[str]) -> dict:
     from chromaflow.conf import load_config
     from chromaflow.flows.colorize import colorize_chapter
 
@@ -117,9 +130,17 @@ def overlap_benchmark(chapter: Path, refs: Path, out: Path, shard_size: int, del
     os.environ["CHROMAFLOW_BENCH_COLORIZE_DELAY"] = str(delay)
     sys.path.insert(0, bench_dir)
     backend = "slow_colorizer:GpuLikeColorizer" if delay > 0 else "region"
-    overrides = [f"job.shard_size={shard_size}", f"colorize.backend={backend}", "ray.num_actors=2"]
-    threads = load_config(overrides=overrides).prefect.max_parallel_tasks
-    result = {"colorize_backend": backend, "colorize_delay_seconds": delay}
+    overrides = [f"job.shard_size={shard_size}", f"colorize.backend={backend}", "ray.num_actors=2", *extra]
+    config = load_config(overrides=overrides)
+    threads = config.prefect.max_parallel_tasks
+    # Ray already running (as next to a long-lived `chromaflow serve`): the runs compare
+    # schedules, not Ray start-up. Each run still starts its own actors.
+    import ray
+
+    from chromaflow.stages.pool import ensure_ray
+
+    ensure_ray(config)
+    result = {"colorize_backend": backend, "colorize_delay_seconds": delay, "overrides": extra}
     for mode in ("barrier", "overlap"):
         job = out / mode
         t0 = time.perf_counter()
@@ -129,6 +150,7 @@ def overlap_benchmark(chapter: Path, refs: Path, out: Path, shard_size: int, del
                         **shard_phase(job, min(threads, len(list((job / "ingest").glob("*.tar")))))}
     result["overlap_saves_seconds"] = round(result["barrier"]["shard_phase_wall_seconds"]
                                             - result["overlap"]["shard_phase_wall_seconds"], 2)
+    ray.shutdown()
     return result
 
 
@@ -140,6 +162,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("/tmp/chromaflow-bench"))
     parser.add_argument("--overlap", action="store_true", help="overlapped vs barrier shard stages")
     parser.add_argument("--colorize-delay", type=float, default=0.5, help="--overlap: seconds per colorize request")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="--overlap: config override")
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
 
@@ -159,7 +182,7 @@ def main() -> None:
 
     warmup()  # bring up the Prefect API (the temporary server when PREFECT_API_URL is unset)
     if args.overlap:
-        result = overlap_benchmark(chapter, refs, args.out, args.shard_size, args.colorize_delay)
+        result = overlap_benchmark(chapter, refs, args.out, args.shard_size, args.colorize_delay, args.overrides)
         print(json.dumps({"pages": args.pages, "page_size": args.size, "shard_size": args.shard_size,
                           "cpus": os.cpu_count(), **result}, indent=2))
         return
