@@ -3,7 +3,7 @@
     chromaflow colorize SOURCE --refs DIR --out DIR [--config FILE] [--set key=value ...] [--wait]
     chromaflow rerun OUT_DIR [--wait]
     chromaflow status OUT_DIR
-    chromaflow serve
+    chromaflow serve [--inbox DIR --refs DIR --out-root DIR (--cron EXPR | --interval SECONDS)]
     chromaflow evaluate DATASET --out DIR [--backend NAME ...]
     chromaflow index REFS --out INDEX_DIR
     chromaflow convert-weights SRC DST
@@ -18,7 +18,6 @@ run (its pid and start time; --wait waits for it instead).
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 from pathlib import Path
@@ -35,6 +34,7 @@ console = Console(stderr=True)
 
 def _user_errors() -> tuple[type[Exception], ...]:
     from chromaflow.conf import ConfigError
+    from chromaflow.flows.summary import OutFolderError
     from chromaflow.models.palette_memory import PaletteMemoryError
     from chromaflow.retrieval.references import ReferenceFolderError
     from chromaflow.retrieval.store_format import StoreError
@@ -44,7 +44,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from chromaflow.storage.sources import SourceError
 
     return (ConfigError, SourceError, ReferenceFolderError, ImageError, EvalDatasetError, StoreError,
-            PaletteMemoryError, FileNotFoundError, JobLocked)
+            PaletteMemoryError, FileNotFoundError, JobLocked, OutFolderError)
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -137,13 +137,14 @@ def colorize(
 ) -> None:
     """Colorize a chapter or an episode."""
     from chromaflow.conf import load_config
-    from chromaflow.flows.colorize import check_job_inputs
-    from chromaflow.flows.colorize import colorize as run_colorize
+    from chromaflow.flows.colorize import check_job_folder, check_job_inputs, colorize as run_colorize, job_folder
     from chromaflow.storage.sources import source_kind
 
+    # Everything the run would refuse is refused here, before a flow run or OUT exists.
     try:
-        cfg = load_config(config, set_)  # validate before Prefect/Ray start and before OUT exists
-        check_job_inputs(str(source), str(refs), cfg, source_kind(source))
+        cfg = load_config(config, set_)
+        source_path = check_job_inputs(str(source), str(refs), cfg, source_kind(source))
+        check_job_folder(*job_folder(source_path, str(out), cfg))
         with _holding_job_lock(out, wait), _ProgressWatcher(out.resolve()):
             _run_job(lambda: run_colorize(str(source), str(refs), str(out), str(config) if config else None, set_))
     except _user_errors() as exc:
@@ -155,10 +156,16 @@ def rerun(out: Path = typer.Argument(..., help="An existing job folder."),
           wait: bool = typer.Option(False, "--wait", help="If another run is writing OUT, wait for it.")) -> None:
     """Finish a job: redo only failed or missing shards (and what depends on them), and
     rebuild any export that is missing or stale."""
+    from chromaflow.conf import Config
     from chromaflow.flows.colorize import rerun_failed_shards
+    from chromaflow.storage.job import JobDir
 
     if not (out / "job.json").exists():
         _fail(f"{out}: not a chromaflow job folder (no job.json)")
+    try:
+        Config.model_validate(JobDir.open(out).read_info()["config"])
+    except (OSError, ValueError, KeyError) as exc:
+        _fail(f"{out / 'job.json'}: unusable ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})")
     try:
         with _holding_job_lock(out, wait), _ProgressWatcher(out.resolve()):
             _run_job(lambda: rerun_failed_shards(out=str(out.resolve())))
@@ -229,15 +236,34 @@ def _job_problems(job) -> list[str]:
 
 
 @app.command()
-def serve(limit: int = typer.Option(1, help="Flow runs executed at the same time.")) -> None:
+def serve(
+    limit: int = typer.Option(1, help="Flow runs executed at the same time."),
+    inbox: Optional[Path] = typer.Option(None, "--inbox", help="Inbox folder of colorize-inbox/default: chapter "
+                                         "folders, .cbz/.zip and videos."),
+    refs: Optional[Path] = typer.Option(None, "--refs", help="Reference folder for the inbox's chapters."),
+    out_root: Optional[Path] = typer.Option(None, "--out-root", help="Jobs go to OUT_ROOT/<chapter name>/."),
+    cron: Optional[str] = typer.Option(None, "--cron", help="Run the inbox on this cron schedule, e.g. '0 * * * *'."),
+    interval: Optional[float] = typer.Option(None, "--interval", help="Run the inbox every SECONDS."),
+    timezone: Optional[str] = typer.Option(None, "--timezone", help="Time zone of --cron (default UTC)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML config for the inbox's chapters."),
+    set_: list[str] = typer.Option([], "--set", help="Config override for the inbox's chapters."),
+) -> None:
     """Serve the deployments (colorize-chapter/default, colorize-episode/default,
-    rerun-failed-shards/default, ...) to a Prefect server at PREFECT_API_URL."""
-    from chromaflow.flows.deployments import serve_deployments
+    colorize-inbox/default, rerun-failed-shards/default, ...) to the Prefect server at
+    PREFECT_API_URL. --inbox/--refs/--out-root set colorize-inbox's parameters and
+    --cron/--interval its schedule; schedules already on the server are kept."""
+    from prefect.settings import PREFECT_API_URL
 
-    if not os.environ.get("PREFECT_API_URL"):
+    from chromaflow.flows.deployments import inbox_schedule, serve_deployments
+
+    try:
+        schedule = inbox_schedule(inbox, refs, out_root, cron, interval, timezone, config, set_)
+    except _user_errors() as exc:
+        _fail(str(exc))
+    if not PREFECT_API_URL.value():
         console.print("[yellow]PREFECT_API_URL is not set: start `prefect server start --host 127.0.0.1` and "
                       "export PREFECT_API_URL=http://127.0.0.1:4200/api[/yellow]")
-    serve_deployments(limit=limit)
+    serve_deployments(limit=limit, inbox=schedule)
 
 
 @app.command()
@@ -280,9 +306,16 @@ def index(
     """Build or update a reference index (flow build-reference-index)."""
     from chromaflow.conf import load_config
     from chromaflow.flows.build_index import build_reference_index
+    from chromaflow.retrieval.references import scan_reference_folder
 
     try:
         load_config(config, set_)  # validate before Prefect starts
+        scan_reference_folder(refs)
+        if out.exists() and not out.is_dir():
+            _fail(f"{out}: --out is a file, not an index folder")
+    except _user_errors() as exc:
+        _fail(str(exc))
+    try:
         summary = build_reference_index(str(refs), str(out), str(config) if config else None, set_)
     except _user_errors() as exc:
         _fail(str(exc))

@@ -173,6 +173,8 @@ class PrefectConfig(_Section):
     task_retries: int = Field(2, ge=0)
     retry_delay_seconds: float = Field(1, ge=0)
     max_parallel_tasks: int = Field(4, ge=1)
+    overlap_stages: bool = True
+    artifact_pages: int = Field(64, ge=1, le=1000)
 
 
 class ExportConfig(_Section):
