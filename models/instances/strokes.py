@@ -1,0 +1,80 @@
+"""Stroke groups: which strokes of a panel belong to one drawing.
+
+Strokes are the ink components of a panel's line art; specks smaller than `speck_size`
+(screentone dots that survived line extraction, noise) are dropped. Strokes closer than
+2 x `gap_radius` form a group. A group is a drawing when it has one stroke at least
+`min_stroke_size` long and covers at least `min_area` pixels: text, tone and hatching
+are made of short strokes only, a drawn character is not. The other groups are satellites
+(a hand drawn apart from the arm, whiskers, sweat drops, motion lines): one joins the
+nearest drawing when it lies within `SATELLITE_REACH` x that drawing's size, else it is
+left out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+SATELLITE_REACH = 0.1  # share of the drawing's longest side
+
+
+@dataclass
+class StrokeGroup:
+    ink: np.ndarray  # bool crop: the group's strokes
+    box: tuple[int, int, int, int]  # x, y, w, h of the crop in the panel (strokes + gap radius)
+
+
+def stroke_groups(ink: np.ndarray, speck_size: float, min_stroke_size: float, gap_radius: int,
+                  min_area: float) -> list[StrokeGroup]:
+    """The drawings of one panel (bool ink crop at analysis size), satellites attached."""
+    side = max(ink.shape)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(ink.astype(np.uint8), connectivity=8)
+    extent = np.maximum(stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_HEIGHT])
+    keep = extent >= max(2.0, speck_size * side)
+    keep[0] = False
+    strokes = keep[labels]
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * gap_radius + 1, 2 * gap_radius + 1))
+    n_groups, groups, group_stats, _ = cv2.connectedComponentsWithStats(
+        cv2.dilate(strokes.astype(np.uint8), disc), connectivity=8)
+    groups = np.where(strokes, groups, 0)
+    longest = np.zeros(n_groups)
+    np.maximum.at(longest, groups[strokes], extent[labels[strokes]])
+    box_area = group_stats[:, cv2.CC_STAT_WIDTH] * group_stats[:, cv2.CC_STAT_HEIGHT]
+    main = (longest >= min_stroke_size * side) & (box_area >= min_area)
+    main[0] = False
+    if not main.any():
+        return []
+    groups = attach_satellites(groups, main, group_stats)
+    out = []
+    for g in np.flatnonzero(main):
+        ys, xs = np.nonzero(groups == g)
+        x0, y0 = max(0, xs.min() - gap_radius), max(0, ys.min() - gap_radius)
+        x1, y1 = min(ink.shape[1], xs.max() + 1 + gap_radius), min(ink.shape[0], ys.max() + 1 + gap_radius)
+        out.append(StrokeGroup(groups[y0:y1, x0:x1] == g, (int(x0), int(y0), int(x1 - x0), int(y1 - y0))))
+    return out
+
+
+def attach_satellites(groups: np.ndarray, main: np.ndarray, stats: np.ndarray) -> np.ndarray:
+    """Relabel each satellite group's strokes with the nearest drawing's label when it is
+    close enough (SATELLITE_REACH x the drawing's longest side); others become 0."""
+    main_pixels = main[groups]
+    if not ((groups > 0) & ~main_pixels).any():
+        return np.where(main_pixels, groups, 0)
+    dist, nearest = cv2.distanceTransformWithLabels((~main_pixels).astype(np.uint8), cv2.DIST_L2, 5,
+                                                    labelType=cv2.DIST_LABEL_PIXEL)
+    lut = np.zeros(int(nearest.max()) + 1, np.int64)
+    lut[nearest[main_pixels]] = groups[main_pixels]
+    owner = lut[nearest]
+    size = np.maximum(stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_HEIGHT]).astype(np.float64)
+    where = np.flatnonzero(((groups > 0) & ~main_pixels).ravel())
+    sat, d = groups.ravel()[where], dist.ravel()[where]
+    order = np.lexsort((d, sat))  # per satellite group, its pixel closest to a drawing first
+    first = order[np.r_[True, sat[order][1:] != sat[order][:-1]]]
+    relabel = np.arange(len(size))
+    relabel[~main] = 0
+    targets = owner.ravel()[where[first]]
+    close = d[first] <= SATELLITE_REACH * size[targets]
+    relabel[sat[first][close]] = targets[close]
+    return relabel[groups]
