@@ -35,10 +35,11 @@ from chromaflow.storage.job import JobDir, safe_job_name
 from chromaflow.storage.manifest import incomplete_pairs, write_manifest
 from chromaflow.storage.shards import read_stats
 from chromaflow.storage.sources import CHAPTER, EPISODE, SourceError, source_kind
-from chromaflow.tasks.stages import (colorize_task, export_task, ingest_task, lines_task, palette_memory_task,
-                                     references_task, retrieve_task, upscale_task)
+from chromaflow.tasks.stages import (colorize_task, export_task, ingest_task, instances_task, lines_task,
+                                     palette_memory_task, references_task, retrieve_task, upscale_task)
 
-SHARD_TASKS = {"lines": lines_task, "retrieve": retrieve_task, "colorize": colorize_task, "upscale": upscale_task}
+SHARD_TASKS = {"lines": lines_task, "instances": instances_task, "retrieve": retrieve_task, "colorize": colorize_task,
+               "upscale": upscale_task}
 
 
 def prepare_job(source: str, refs: str, out: str | None, config: Config, kind: str) -> JobDir:

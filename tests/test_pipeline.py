@@ -177,7 +177,7 @@ def test_pool_retries_a_crashed_actor_on_another(ray_cluster, tmp_path, chapter_
     """A worker that dies once: the shard runs again on a replacement actor and succeeds."""
     import ray.cloudpickle
 
-    from chromaflow.stages import ingest, lines, retrieve
+    from chromaflow.stages import ingest, instances, lines, retrieve
     from chromaflow.stages.workers import PooledStages
 
     config = load_config(overrides=["job.shard_size=8", "ray.num_actors=1", "ray.max_shard_attempts=2"])
@@ -186,6 +186,7 @@ def test_pool_retries_a_crashed_actor_on_another(ray_cluster, tmp_path, chapter_
     job.write_info({"name": "ch", "kind": "chapter", "source": "", "refs": "", "config": {}, "num_shards": 1})
     ingest.run(job, chapter_dir, config)
     lines.run(job, 0, config)
+    instances.run(job, 0, config)
     marker = tmp_path / "crashed-once"
 
     class CrashOnceRunner(PooledStages):

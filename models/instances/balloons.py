@@ -1,12 +1,14 @@
 """What a silhouette of strokes can be without being a character: a speech balloon, an
-empty outline, a frame.
+empty outline, a frame, scenery.
 
 A speech balloon is a near-convex closed outline whose inside is paper holding only text:
 several small glyph components of similar height, in rows or columns (Rigaud et al., GREC 2011/2015; the
 recipe in ../shared/research/notes-screentone-and-region-matching.md, section C). A closed
 outline with nothing inside (an empty balloon, a box) is not a character either. A frame
 is a near-rectangular silhouette whose ink runs along its bounding box (a panel find_panels
-missed, an inset box).
+missed, an inset box). Scenery (a horizon, mountains, a street) runs across the panel
+from one edge to the opposite one; a character close-up that fills its panel does too,
+and is then left to the panel's own retrieval, as a page without instances would be.
 """
 
 from __future__ import annotations
@@ -84,3 +86,9 @@ def is_frame(silhouette: np.ndarray, ink: np.ndarray) -> bool:
         return False
     near = (ix < x0 + band) | (ix >= x1 - band) | (iy < y0 + band) | (iy >= y1 - band)
     return near.mean() >= MIN_FRAME_INK
+
+
+def is_scenery(touches: tuple[bool, bool, bool, bool]) -> bool:
+    """The drawing reaches two opposite panel edges (touches = left, top, right, bottom)."""
+    left, top, right, bottom = touches
+    return (left and right) or (top and bottom)

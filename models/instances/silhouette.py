@@ -6,17 +6,19 @@ the frames stay outside the panel interiors):
 
 1. Strokes: ink components; specks smaller than `speck_size` (screentone dots that survived
    line extraction, noise) are dropped.
-2. Stroke groups: strokes closer than 2 x `gap_radius` belong together (dilate, connect).
-   A group needs one stroke at least `min_stroke_size` long: text, tone and hatching are
-   made of short strokes only, a drawn character is not.
-3. Silhouette of a group: its ink closed over small gaps, holes filled, plus every pixel
-   that has ink of the group within `enclosure_reach` x the group's size in all 4 axis
-   directions (drawings whose outline stays open: a cat whose chin is a separate stroke);
-   strokes that end on the group's bottom edge (a bust, legs) or on a panel edge are
-   joined along that edge first. Speech balloons (a near-convex closed outline holding
-   only rows of small glyphs), empty outlines and frame-like boxes are not characters.
-4. Touching or overlapping characters: split where the silhouette narrows
-   (models/instances/necks.py).
+2. Stroke groups (strokes.py): strokes closer than 2 x `gap_radius` belong together; a
+   drawing has one stroke at least `min_stroke_size` long (text, tone and hatching are
+   short strokes only); small stroke groups near a drawing join it (satellites). A drawing
+   that runs across the panel edge to edge is scenery (balloons.py).
+3. Silhouette of a drawing: its ink closed over small gaps, holes filled, plus every pixel
+   that has ink of the drawing within `enclosure_reach` x its size in all 4 axis
+   directions (outlines that stay open: a cat whose chin is a separate stroke); strokes
+   running into a panel edge are joined along it. Speech balloons (a near-convex outline
+   holding only rows of small glyphs), empty outlines and frame-like boxes are not
+   characters (balloons.py).
+4. Touching or overlapping characters: split where the silhouette narrows (necks.py); each
+   piece is then completed on its own, with stroke ends at its bottom (a bust, legs)
+   joined, so one character's ends are never joined to its neighbor's.
 5. The coarse masks are fitted to the line art's regions at full size (snap.py).
 """
 
@@ -31,7 +33,7 @@ from scipy import ndimage
 from chromaflow.models.panels import find_panels
 from chromaflow.storage.images import resize_longest
 
-from .balloons import is_balloon, is_frame
+from .balloons import is_balloon, is_frame, is_scenery
 from .base import Instance
 from .necks import split_at_necks
 from .snap import snap_to_regions
@@ -41,6 +43,7 @@ INK_LEVEL = 200  # analysis-size lines darker than this are ink (thin strokes su
 EDGE_BAND = 0.03  # strokes ending within this share of the crop's size of an edge end on it
 BOTTOM_GAP = 0.8  # stroke ends at the bottom up to this share of the group's size apart are joined
 PANEL_GROUPS = 100_000  # group numbers: panel index * this + stroke group in the panel
+FRAME_COVER = 0.6  # outside the panels, a silhouette this much made of panel interior is a frame
 
 
 @dataclass
@@ -79,21 +82,14 @@ class SilhouetteSegmenter:
         h, w = lines.shape
         small = resize_longest(lines, self.params.analysis_size, cv2.INTER_AREA)
         ink = small < INK_LEVEL
-        min_px = self.params.min_area * small.size
         coarse = np.zeros(small.shape, np.uint8)
         groups: list[int] = []
-        boxes = find_panels(np.where(ink, 0, 255).astype(np.uint8)) or [(0, 0, small.shape[1], small.shape[0])]
-        for panel, (x0, y0, x1, y1) in enumerate(boxes):
-            for group, piece in self.panel_pieces(ink[y0:y1, x0:x1], min_px):
-                if len(groups) >= min(self.params.max_instances, 255):
-                    break
-                region = coarse[y0:y1, x0:x1]
-                region[piece & (region == 0)] = len(groups) + 1
-                groups.append(panel * PANEL_GROUPS + group)  # group numbers unique over the page
+        for group, piece in self.page_pieces(ink)[:min(self.params.max_instances, 255)]:
+            coarse[piece & (coarse == 0)] = len(groups) + 1
+            groups.append(group)
         if not groups:
             return []
-        full = cv2.resize(coarse, (w, h), interpolation=cv2.INTER_NEAREST)
-        snapped = snap_to_regions(full, lines)
+        snapped = snap_to_regions(cv2.resize(coarse, (w, h), interpolation=cv2.INTER_NEAREST), lines)
         instances = []
         for label, group in enumerate(groups, start=1):
             mask = snapped == label
@@ -101,8 +97,31 @@ class SilhouetteSegmenter:
                 instances.append(Instance(mask=mask, score=1.0, group=group))
         return instances
 
-    def panel_pieces(self, ink: np.ndarray, min_px: float) -> list[tuple[int, np.ndarray]]:
-        """(group number, piece mask) of one panel crop at analysis size."""
+    def page_pieces(self, ink: np.ndarray) -> list[tuple[int, np.ndarray]]:
+        """(group, piece mask) of the whole page at analysis size: first the drawings
+        outside the panels' interiors (a frameless page, art breaking out of its panel, or
+        a character whose square head find_panels took for a panel), then each panel's.
+        Outside the interiors, a silhouette that is mostly panel interior is a frame; a
+        panel's piece that lies inside an outside drawing is part of it."""
+        min_px = self.params.min_area * ink.size
+        boxes = find_panels(np.where(ink, 0, 255).astype(np.uint8))
+        interiors = np.zeros(ink.shape, bool)
+        for x0, y0, x1, y1 in boxes:
+            interiors[y0:y1, x0:x1] = True
+        pieces = self.panel_pieces(ink & ~interiors, min_px, interiors)
+        outside = np.any([m for _, m in pieces], axis=0) if pieces else np.zeros(ink.shape, bool)
+        for panel, (x0, y0, x1, y1) in enumerate(boxes, start=1):
+            for group, piece in self.panel_pieces(ink[y0:y1, x0:x1], min_px):
+                full = np.zeros(ink.shape, bool)
+                full[y0:y1, x0:x1] = piece
+                if (full & outside).sum() < 0.5 * full.sum():
+                    pieces.append((panel * PANEL_GROUPS + group, full))  # group numbers unique over the page
+        return pieces
+
+    def panel_pieces(self, ink: np.ndarray, min_px: float,
+                     interiors: np.ndarray | None = None) -> list[tuple[int, np.ndarray]]:
+        """(group number, piece mask) of one panel crop at analysis size. `interiors`:
+        panel interiors (blanked in `ink`); a silhouette mostly made of them is a frame."""
         p = self.params
         radius = max(1, round(p.gap_radius * max(ink.shape)))
         pieces = []
@@ -110,8 +129,12 @@ class SilhouetteSegmenter:
             x, y, bw, bh = group.box
             sl = (slice(y, y + bh), slice(x, x + bw))
             edges = (x <= 1, y <= 1, x + bw >= ink.shape[1] - 1, y + bh >= ink.shape[0] - 1)
+            if is_scenery(edges):
+                continue
             sil = silhouette(group.ink, radius, p.enclosure_reach * max(bw, bh), edges, close_bottom=False)
             if sil.sum() < min_px or is_frame(sil, group.ink) or is_balloon(sil, ink[sl]):
+                continue
+            if interiors is not None and interiors[sl][sil].sum() >= FRAME_COVER * sil.sum():
                 continue
             for piece in complete_pieces(group.ink, split_at_necks(sil, p.split_depth, int(min_px)), radius,
                                          p.enclosure_reach, edges):
