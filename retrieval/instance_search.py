@@ -95,21 +95,19 @@ def page_queries(store, lines: np.ndarray, page: np.ndarray, labels: np.ndarray,
                     break
             if changed:
                 break
-    return queries
+    return sorted(queries, key=lambda q: q.pieces[0])  # the segmenter's order
 
 
 def _one_character(store, lines, page, a: InstanceQuery, b: InstanceQuery, top_k: int,
                    min_confidence: float) -> InstanceQuery | None:
     """The joined query when two neighboring pieces are one character: both confidently
-    the same identity, or, together, confidently an identity with a higher share than
-    either piece has alone (a head and its shoulders look more like the character than
-    either does). Otherwise None: they stay two instances."""
-    ia = confident_identity(a.found["identity_scores"], min_confidence)
-    ib = confident_identity(b.found["identity_scores"], min_confidence)
-    if ia and ib and ia != ib:
-        return None
+    the same identity, or together confidently an identity with a higher share than either
+    piece has alone (a head and its shoulders look more like the character than either
+    does; a square head alone may even look like someone else). Two characters side by
+    side stay apart: together they look like neither as much as each does alone."""
     union = make_query(store, lines, page, a.mask | b.mask, sorted(a.pieces + b.pieces), a.group, top_k)
-    if ia and ia == ib:
+    ia = confident_identity(a.found["identity_scores"], min_confidence)
+    if ia and ia == confident_identity(b.found["identity_scores"], min_confidence):
         return union
     iu = confident_identity(union.found["identity_scores"], min_confidence)
     best = max(_best_share(a), _best_share(b))

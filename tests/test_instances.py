@@ -178,3 +178,236 @@ def test_label_map_overlap_goes_to_the_more_confident_instance():
     a[:, :6], b[:, 4:] = True, True
     labels = label_map([Instance(a, 0.9), Instance(b, 0.5)], (10, 10))
     assert (labels[:, 4:6] == 1).all() and (labels[:, 6:] == 2).all()
+
+
+# --- identity per instance ------------------------------------------------------------
+
+def test_joint_assignment_hand_computed():
+    scores = [{"cat": 0.55, "monkey": 0.45},  # torn between cat and monkey
+              {"cat": 0.90, "monkey": 0.05, "": 0.05},  # surely cat
+              {"cat": 0.60, "": 0.40},  # only cat is allowed for it
+              {"cat": 0.30, "monkey": 0.30, "": 0.40}]  # nothing reaches 0.4
+    # Allowed pairs (share >= 0.4): A-cat .55, A-monkey .45, B-cat .90, C-cat .60.
+    # One-to-one maximum: B-cat + A-monkey = 1.35 (A-cat + B-? = 0.55, C-cat + A-monkey = 1.05).
+    # C is left out with cat taken, but its own score allows cat: both say so, C is cat too.
+    assert assign_instance_identities(scores, 0.4) == ["monkey", "cat", "cat", "unknown"]
+    # Per instance alone, A would have been cat: the joint decision is what differs.
+    assert max(scores[0], key=scores[0].get) == "cat"
+    # Configured identities: only they are candidates, and every instance takes one.
+    assert assign_instance_identities(scores, 0.4, configured=["monkey"]) == ["monkey"] * 4
+    assert assign_instance_identities([], 0.4) == []
+
+
+def test_track_identity_is_the_majority_of_confident_votes():
+    frames = [{"cat": 0.8, "monkey": 0.2}, {"cat": 0.9}, {"monkey": 0.75, "cat": 0.25}, {"cat": 0.3, "monkey": 0.3}]
+    assert track_scores(frames, 0.7) == {"cat": 2 / 3, "monkey": 1 / 3}  # the last frame is not confident
+    assert assign_instance_identities([track_scores(frames, 0.7)], 0.5) == ["cat"]
+
+
+def test_instances_are_tracked_through_a_scene_by_flow_and_overlap():
+    def frame(x_a: int, x_b: int, third: bool = False):
+        lines = np.full((120, 240), 255, np.uint8)
+        masks = []
+        for x in (x_a, x_b) + ((200,) if third else ()):
+            cv2.circle(lines, (x, 60), 25, 0, 2)
+            m = np.zeros((120, 240), np.uint8)
+            cv2.circle(m, (x, 60), 26, 1, -1)
+            masks.append(m > 0)
+        return lines, masks
+
+    shots = [frame(50, 130), frame(58, 138), frame(66, 146, third=True)]
+    # The instances arrive in another order in the last frame: the track follows the character.
+    order = [[0, 1], [1, 0], [2, 0, 1]]
+    observations = [[Observation(masks[i]) for i in o] for (_, masks), o in zip(shots, order)]
+    ids = track_instances(observations, [lines for lines, _ in shots])
+    assert ids[0] == [0, 1]
+    assert ids[1] == [1, 0]  # swapped order, same tracks
+    assert ids[2] == [2, 0, 1]  # the newcomer starts track 2
+
+
+# --- Segment Anything ---------------------------------------------------------------
+
+def tiny_sam(seed: int = 0):
+    """A SAM with a 32-wide, 2-block image encoder on 64 x 64 inputs (random weights)."""
+    import torch
+    from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+
+    torch.manual_seed(seed)
+    encoder = ImageEncoderViT(img_size=64, patch_size=16, embed_dim=32, depth=2, num_heads=2, mlp_ratio=4,
+                              out_chans=16, qkv_bias=True, norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+                              use_rel_pos=True, window_size=2, global_attn_indexes=[1])
+    prompt = PromptEncoder(embed_dim=16, image_embedding_size=(4, 4), input_image_size=(64, 64), mask_in_chans=8)
+    decoder = MaskDecoder(num_multimask_outputs=3, transformer=TwoWayTransformer(depth=1, embedding_dim=16,
+                                                                                 mlp_dim=32, num_heads=8),
+                          transformer_dim=16, iou_head_depth=2, iou_head_hidden_dim=16)
+    return Sam(encoder, prompt, decoder).eval()
+
+
+@pytest.fixture(scope="module")
+def tiny_sam_file(tmp_path_factory):
+    import torch
+
+    model = tiny_sam()
+    path = tmp_path_factory.mktemp("sam") / "tiny_sam.pth"
+    torch.save(model.state_dict(), path)
+    return model, path
+
+
+def sam_config(path, **extra):
+    sets = [f"instances.backend=sam", f"instances.sam_checkpoint={path}", "instances.sam_points_per_side=4",
+            "instances.sam_pred_iou_thresh=0", "instances.sam_stability_score_thresh=0", "instances.min_area=0",
+            "instances.device=cpu"] + [f"instances.{k}={v}" for k, v in extra.items()]
+    return load_config(overrides=sets)
+
+
+def test_tiny_sam_loads_from_its_checkpoint_and_batched_generation_equals_the_library(tiny_sam_file):
+    from segment_anything import SamAutomaticMaskGenerator
+
+    from chromaflow.models.instances import build_segmenter
+
+    model, path = tiny_sam_file
+    segmenter = build_segmenter(sam_config(path))
+    loaded = segmenter.generator.predictor.model
+    assert all(np.array_equal(a.numpy(), b.numpy()) for a, b in zip(model.state_dict().values(),
+                                                                    loaded.state_dict().values()))
+    rng = np.random.default_rng(1)
+    images = [(rng.random((80, 100, 3)) * 255).astype(np.uint8) for _ in range(2)]
+    reference = SamAutomaticMaskGenerator(model, points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0)
+    expected = [reference.generate(image) for image in images]
+    segmenter.generator.predictor.prime(images)  # one batched encoder pass for both
+    got = [segmenter.generator.generate(image) for image in images]
+    assert all(len(e) >= 1 for e in expected)
+    for exp, out in zip(expected, got):
+        assert len(exp) == len(out)
+        assert all(np.array_equal(a["segmentation"], b["segmentation"]) for a, b in zip(exp, out))
+    # Through the segmenter: every instance is made of generated masks, fitted to the page.
+    pages = [(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY), img) for img in images]
+    instances = segmenter.segment_batch(pages)
+    assert len(instances) == 2 and all(isinstance(i, Instance) for page in instances for i in page)
+
+
+def test_sam_masks_merge_into_characters():
+    from chromaflow.models.instances.merge import merge_masks
+
+    def rect(x0, y0, x1, y1):
+        m = np.zeros((100, 200), bool)
+        m[y0:y1, x0:x1] = True
+        return {"segmentation": m, "area": int(m.sum()), "predicted_iou": 0.9}
+
+    masks = [rect(0, 0, 200, 100),  # the paper: dropped
+             rect(10, 10, 60, 90),  # a character
+             rect(20, 20, 40, 40),  # its eye: joins it
+             rect(10, 50, 60, 95),  # its legs, mostly inside it: join it
+             rect(62, 10, 110, 90),  # a second character touching the first
+             rect(150, 10, 190, 50)]  # a third one, apart
+    instances = merge_masks(masks, (100, 200), min_area=0.01)
+    boxes = [i.box for i in instances]
+    assert boxes == [(10, 10, 60, 95), (62, 10, 110, 90), (150, 10, 190, 50)]
+    assert instances[0].group == instances[1].group != instances[2].group
+
+
+def test_wrong_sam_checkpoints_are_one_line_errors_naming_the_file(tiny_sam_file, tmp_path):
+    import torch
+
+    from chromaflow.models.instances import build_segmenter
+    from chromaflow.models.instances.sam_checkpoint import SamCheckpointError
+
+    _, path = tiny_sam_file
+    with pytest.raises(SamCheckpointError) as wrong_arch:
+        build_segmenter(sam_config(path, sam_arch="vit_b"))
+    message = str(wrong_arch.value)
+    assert "\n" not in message and str(path) in message and "expected SAM vit_b" in message
+    not_sam = tmp_path / "clip.pth"
+    torch.save({"visual.conv1.weight": torch.zeros(2, 3, 4, 4)}, not_sam)
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"not a checkpoint at all")
+    for bad, says in ((not_sam, "not a Segment Anything checkpoint"), (garbage, "not a readable checkpoint"),
+                      (tmp_path / "missing.pth", "not found")):
+        with pytest.raises(SamCheckpointError) as err:
+            build_segmenter(sam_config(bad))
+        assert "\n" not in str(err.value) and str(bad) in str(err.value) and says in str(err.value)
+
+
+# --- the stages: instances -> retrieve -> colorize ------------------------------------
+
+def make_two_character_job(tmp_path, pages: dict[str, np.ndarray], overrides: list[str] = ()):
+    """A chapter job run through ingest .. colorize as plain stage functions; refs: two
+    views each of alice and carl (colored, no frames)."""
+    from chromaflow.models.colorizers import build_colorizer
+    from chromaflow.stages import colorize, ingest, instances, lines, palette_memory, references, retrieve
+    from chromaflow.storage.job import JobDir
+
+    refs = tmp_path / "refs"
+    for i, (dx, scale) in enumerate([(0, 1.0), (15, 0.85)]):
+        write_png(refs / "alice" / f"alice_{i}.png", draw_character(PALETTES["alice"], dx=dx, scale=scale, frame=False))
+        write_png(refs / "carl" / f"carl_{i}.png", draw_carl(CARL, dx=dx, scale=scale))
+    chapter = tmp_path / "chapter"
+    for name, page in pages.items():
+        write_png(chapter / f"{name}.png", page)
+    config = load_config(overrides=list(overrides))
+    job = JobDir(tmp_path / "job", "ch")
+    job.root.mkdir()
+    job.write_info({"name": "ch", "kind": "chapter", "source": str(chapter), "refs": str(refs),
+                    "config": config.model_dump(mode="json")})
+    ingest.run(job, chapter, config)
+    references.run(job, str(refs), config)
+    palette_memory.run(job, config)
+    for stage in (lines, instances, retrieve):
+        assert stage.run(job, 0, config).status == "ok"
+    assert colorize.run(job, 0, config, build_colorizer(config)).status == "ok"
+    return job
+
+
+def shard_samples(job, stage: str) -> list[dict]:
+    from chromaflow.storage.shards import read_shard
+
+    return read_shard(job.shard_path(stage, 0))
+
+
+def near(rgb, expected, tolerance: float = 12.0) -> bool:
+    from chromaflow.models.metrics import delta_e
+
+    return float(delta_e(np.array([rgb], np.uint8), np.array([expected], np.uint8))[0]) < tolerance
+
+
+def test_each_character_is_identified_and_colored_from_its_own_references(tmp_path):
+    from chromaflow.storage.images import decode_png
+
+    job = make_two_character_job(tmp_path, {"page1": two_characters(colored=False)})
+    retrieved = json.loads(shard_samples(job, "retrieve")[0]["json"])
+    found = sorted(retrieved["instances"], key=lambda i: i["box"][0])
+    assert [i["identity"] for i in found] == ["alice", "carl"]
+    assert all(r["identity"] == i["identity"] for i in found for r in i["references"])  # own pool only
+    sample = shard_samples(job, "colorize")[0]
+    meta = json.loads(sample["json"])
+    assert [i["identity"] for i in sorted(meta["instances"], key=lambda i: i["box"][0])] == ["alice", "carl"]
+    out = decode_png(sample["png"])
+    scale = out.shape[1] / 640
+    at = lambda x, y: out[int(y * scale), int(x * scale)]  # noqa: E731  page coordinates of two_characters
+    assert near(at(160, 120), PALETTES["alice"]["head"]) and near(at(160, 330), PALETTES["alice"]["body"])
+    assert near(at(440, 110), CARL["head"]) and near(at(440, 330), CARL["body"])
+    assert near(at(600, 30), (255, 255, 255))  # the paper stays paper
+    # report.html's characters section: both outlined with their names, and each
+    # identity's own colors among its swatches.
+    from chromaflow.stages.report_instances import instances_html
+
+    section = instances_html(job)
+    assert "2 characters: carl, alice" in section  # in the segmenter's order
+    hexes = lambda rgb: "#%02x%02x%02x" % tuple(rgb)  # noqa: E731
+    alice_row = section[section.index("<tr><td>alice"):section.index("<tr><td>carl")]
+    assert hexes(PALETTES["alice"]["head"]) in alice_row and hexes(PALETTES["alice"]["body"]) in alice_row
+    assert hexes(CARL["head"]) in section[section.index("<tr><td>carl"):]
+
+
+def test_a_page_without_characters_has_no_instances_and_is_colored_from_the_whole_pool(tmp_path):
+    text = np.full((448, 640, 3), 255, np.uint8)
+    for row in range(6):
+        cv2.putText(text, "the quick brown fox jumps", (20, 60 + 60 * row), cv2.FONT_HERSHEY_SIMPLEX, 0.9, (0, 0, 0), 2)
+    with_instances = make_two_character_job(tmp_path / "a", {"text": text})
+    without = make_two_character_job(tmp_path / "b", {"text": text}, ["instances.backend=none"])
+    meta = json.loads(shard_samples(with_instances, "instances")[0]["json"])
+    assert meta["instances"] == []
+    retrieved = json.loads(shard_samples(with_instances, "retrieve")[0]["json"])
+    assert retrieved["instances"] == [] and retrieved["panels"][0]["references"]  # the page's own search
+    # Exactly what the pipeline does without instances.
+    assert shard_samples(with_instances, "colorize")[0]["png"] == shard_samples(without, "colorize")[0]["png"]
