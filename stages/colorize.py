@@ -2,16 +2,20 @@
 the references retrieval found for it and the job's palette memory.
 
 Several characters on a page (the `instances/` masks, their identities in `retrieve/`):
-each identified instance is colored as a drawing of its own, from its identity's
-references only and that identity's remembered colors: its crop (everything outside its
-mask erased to paper) is one more request, and its result is composited inside its mask
-over the panel's colorization, which colors the background and unidentified instances
-from the panel's references (the page's whole pool). So the region colorizer itself is
-unchanged. Backends that read per-quadrant patches (diffusion, one forward pass per
-panel) get no per-instance requests; instead each quadrant's patches come from the
-identities whose instances lie in it (`instance_quadrants`, see stages/retrieve.py):
-a per-instance diffusion pass would multiply the GPU cost by the number of characters,
-while ColorFlow's canvas already colors each quadrant from the patches beside it.
+each instance is colored as a drawing of its own: its crop (everything outside its mask
+erased to paper) is one request, with its identity's references only and that identity's
+remembered colors, or, for an instance no identity was assigned to, the references its
+own search found over all pools (the page's whole pool). Its result is composited inside
+its mask. The panel's own request then colors only what no instance holds (scenery,
+objects: the panel with the characters erased, from the panel's references), and is
+skipped when hardly any ink is left there (BACKGROUND_MIN_INK): aligning the whole
+pool's references to a few stray strokes would paint them over the paper. So the region
+colorizer itself is unchanged. Backends that read per-quadrant patches (diffusion, one
+forward pass per panel) get no per-instance requests; instead each quadrant's patches
+come from the identities whose instances lie in it (`instance_quadrants`, see
+stages/retrieve.py): a per-instance diffusion pass would multiply the GPU cost by the
+number of characters, while ColorFlow's canvas already colors each quadrant from the
+patches beside it.
 
 Runs on the Ray actor pool: `load(config)` builds the colorizer once per actor (where
 learned backends load their weights), `run` colorizes one shard with it. Episode frames
@@ -42,6 +46,9 @@ from .palette_memory import job_palette_memory
 from .runner import ShardStats, run_shard
 
 CROP_MARGIN = 0.04  # share of an instance's size kept around it in its crop
+# A panel whose characters are all instances is left as drawn outside them unless this
+# share of its pixels is ink that belongs to no character (scenery, objects).
+BACKGROUND_MIN_INK = 0.01
 
 
 def load(config: Config) -> dict:
@@ -75,8 +82,8 @@ class PageWork:
     """One page's requests: per panel (stream, box, request) and per identified instance
     (stream, (box, mask in the box, record), request)."""
 
-    def __init__(self, page: np.ndarray):
-        self.page = page
+    def __init__(self, page: np.ndarray, kind: str, num_panels: int):
+        self.page, self.kind, self.num_panels = page, kind, num_panels
         self.panels: list[tuple[str, tuple, ColorizeRequest]] = []
         self.instances: list[tuple[str, tuple, ColorizeRequest]] = []
 
@@ -93,9 +100,22 @@ def page_requests(key: str, inputs: dict, config: Config, colorizer: Colorizer, 
     panels = retrieved.get("panels") or [{"box": whole_image(lines), **retrieved}]
     wants_patches = getattr(colorizer, "uses_quadrant_patches", False)
     scene_id = int(frame_meta.get("scene_id", 0))
-    work = PageWork(page)
+    work = PageWork(page, kind, len(panels))
+    per_instance = not wants_patches and bool(retrieved.get("instances"))
+    labels = read_instances(inputs["instances"])[0] if per_instance else None
+    characters = (np.isin(labels, [p for r in retrieved["instances"] for p in r["pieces"]])
+                  if per_instance else None)
     for i, panel in enumerate(panels):
         box = tuple(panel["box"])
+        panel_lines, panel_page = crop(lines, box), crop(page, box)
+        if characters is not None and crop(characters, box).any():
+            # The characters are colored one by one below; the panel's own request colors
+            # what is left (scenery, objects), or nothing when only stray strokes are left.
+            erased = crop(characters, box)
+            panel_lines = np.where(erased, 255, panel_lines).astype(np.uint8)
+            panel_page = np.where(erased[..., None], 255, panel_page).astype(np.uint8)
+            if (panel_lines < 128).mean() < BACKGROUND_MIN_INK:
+                continue  # stays as drawn
         refs = [references.load_reference(entry["name"], float(entry.get("score", 0.0)))
                 for entry in panel.get("references", [])]
         quadrants = (panel.get("instance_quadrants") or panel.get("quadrants")) if wants_patches else None
@@ -106,15 +126,12 @@ def page_requests(key: str, inputs: dict, config: Config, colorizer: Colorizer, 
         named = set(panel.get("identities", [])) | {r.identity for r in refs}
         named |= {n for names in panel.get("quadrant_identities", []) for n in names} if wants_patches else set()
         work.panels.append((f"panel{i}", box, ColorizeRequest(
-            key=key if len(panels) == 1 else f"{key}-panel{i}", page=crop(page, box), lines=crop(lines, box),
+            key=key if len(panels) == 1 else f"{key}-panel{i}", page=panel_page, lines=panel_lines,
             kind=kind, references=refs, identities=list(panel.get("identities", [])), scene_id=scene_id,
             quadrant_patches=patches, palette=memory.colors(named) if memory is not None else None,
             palette_tolerance=config.colorize.palette_tolerance)))
-    if not wants_patches and retrieved.get("instances"):
-        labels, _ = read_instances(inputs["instances"])
-        for n, record in enumerate(retrieved["instances"]):
-            if record["identity"] == UNKNOWN or not record.get("references"):
-                continue  # colored with the panel, from the page's whole pool
+    for n, record in enumerate(retrieved.get("instances", []) if per_instance else []):
+        if record.get("references"):
             where, request = instance_request(f"{key}-instance{n}", record, labels, lines, page, kind, scene_id,
                                               references, memory, config)
             work.instances.append((f"track{record.get('track', n)}", where, request))
@@ -124,7 +141,8 @@ def page_requests(key: str, inputs: dict, config: Config, colorizer: Colorizer, 
 def instance_request(key: str, record: dict, labels: np.ndarray, lines: np.ndarray, page: np.ndarray, kind: str,
                      scene_id: int, references: ReferenceImages, memory: PaletteMemory | None,
                      config: Config) -> tuple[tuple, ColorizeRequest]:
-    """One instance's crop (paper outside its mask) and its identity's references."""
+    """One instance's crop (paper outside its mask) and its references: its identity's,
+    or for an unknown instance those its search found over all pools."""
     mask = np.isin(labels, record["pieces"])
     ys, xs = np.nonzero(mask)
     margin = int(CROP_MARGIN * max(xs.max() - xs.min(), ys.max() - ys.min())) + 1
@@ -137,7 +155,8 @@ def instance_request(key: str, record: dict, labels: np.ndarray, lines: np.ndarr
         key=key, page=np.where(inside[..., None], crop(page, box), 255).astype(np.uint8),
         lines=np.where(inside, crop(lines, box), 255).astype(np.uint8), kind=kind, references=refs,
         identities=[identity], scene_id=scene_id,
-        palette=memory.colors({identity}) if memory is not None else None,
+        palette=memory.colors({identity} if identity != UNKNOWN else {r.identity for r in refs})
+        if memory is not None else None,
         palette_tolerance=config.colorize.palette_tolerance)
     return (box, inside, record), request
 
@@ -157,11 +176,11 @@ def page_sample(work: PageWork, colors, backend: str) -> dict:
         placed.append({"identity": record["identity"], "box": record["box"],
                        "references": [r.name for r in request.references]})
     requests = [r for _, _, r in work.panels + work.instances]
-    meta = {"backend": backend, "kind": requests[0].kind,
+    meta = {"backend": backend, "kind": work.kind,
             "identities": sorted({i for r in requests for i in r.identities if i != UNKNOWN}
                                  or {i for r in requests for i in r.identities}),
             "references": sorted({ref.name for r in requests for ref in r.references}),
-            "panels": len(work.panels), "instances": placed}
+            "panels": work.num_panels, "instances": placed}
     return {"png": encode_png(result), "json": json_bytes(meta)}
 
 

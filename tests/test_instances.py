@@ -411,3 +411,39 @@ def test_a_page_without_characters_has_no_instances_and_is_colored_from_the_whol
     assert retrieved["instances"] == [] and retrieved["panels"][0]["references"]  # the page's own search
     # Exactly what the pipeline does without instances.
     assert shard_samples(with_instances, "colorize")[0]["png"] == shard_samples(without, "colorize")[0]["png"]
+
+
+# --- multi-instance metrics ---------------------------------------------------------
+
+def test_instance_recall_and_identity_accuracy_hand_computed():
+    from chromaflow.models.instance_metrics import instance_identity_accuracy, instance_precision, instance_recall
+
+    truth = [((0, 0, 10, 10), "cat"), ((20, 0, 30, 10), "monkey")]
+    boxes = [b for b, _ in truth]
+    assert instance_recall([(0, 0, 10, 8), (15, 0, 30, 10)], boxes) == 1.0  # IoU 0.8 and 0.667
+    assert instance_recall([(0, 0, 10, 8), (27, 0, 30, 10)], boxes) == 0.5  # IoU 0.3 misses
+    assert instance_recall([(0, 0, 30, 10)], boxes) == 0.0  # one box over both: IoU 1/3 each
+    assert instance_precision([(0, 0, 10, 8), (27, 0, 30, 10), (50, 50, 60, 60)], boxes) == 1 / 3
+    pred = [((0, 0, 10, 8), "cat"), ((21, 0, 30, 10), "dog"), ((50, 50, 60, 60), "cat")]
+    assert instance_identity_accuracy(pred, truth) == 1 / 3  # right, wrong identity, no ground truth there
+
+
+def test_consistency_spread_is_ciede2000_to_the_parts_median_color():
+    from skimage.color import deltaE_ciede2000, rgb2lab
+
+    from chromaflow.models.instance_metrics import consistency_spreads, consistency_summary, part_colors
+
+    truth = np.full((40, 40, 3), 255, np.uint8)
+    truth[5:35, 5:35] = (200, 100, 50)  # the character's one part
+    lines = np.full((40, 40, 3), 255, np.uint8)
+    pages = [truth.copy(), truth.copy(), truth.copy()]
+    pages[1][5:35, 5:35] = (190, 110, 60)
+    pages[2][5:35, 5:35] = (120, 120, 200)  # the part went blue on one page
+    observed = {"cat": [part_colors(p, truth, lines, (0, 0, 40, 40)) for p in pages]}
+    assert list(observed["cat"][0]) == [(200, 100, 50)]
+    labs = rgb2lab(np.array([[[200, 100, 50], [190, 110, 60], [120, 120, 200]]], np.uint8))[0]
+    expected = deltaE_ciede2000(labs, np.broadcast_to(np.median(labs, axis=0), labs.shape))
+    spreads = consistency_spreads(observed)["cat"]
+    assert np.allclose(sorted(spreads), sorted(expected), atol=1e-6)
+    summary = consistency_summary({"cat": spreads})
+    assert summary["consistency_de_median"] == pytest.approx(float(np.median(expected)))
