@@ -447,3 +447,25 @@ def test_consistency_spread_is_ciede2000_to_the_parts_median_color():
     assert np.allclose(sorted(spreads), sorted(expected), atol=1e-6)
     summary = consistency_summary({"cat": spreads})
     assert summary["consistency_de_median"] == pytest.approx(float(np.median(expected)))
+
+
+def test_episode_instances_keep_their_identity_through_the_scene(tmp_path):
+    """Three frames of a shot with both characters moving: each keeps one track and the
+    track's identity on every frame."""
+    from chromaflow.retrieval.instance_search import search_scene_instances
+    from chromaflow.stages.instances import instance_sample, read_instances
+    from chromaflow.stages.retrieve import open_index
+
+    job = make_two_character_job(tmp_path, {"page1": two_characters(colored=False)})
+    store = open_index(job, load_config())
+    frames = []
+    for shift in (0, 6, 12):
+        page = np.roll(two_characters(colored=False), shift, axis=1)
+        lines = extract_lines(page).lines
+        labels, records = read_instances(instance_sample(lines.shape, SilhouetteSegmenter().segment(lines),
+                                                         "silhouette"))
+        frames.append((lines, page, labels, records))
+    results = search_scene_instances(store, frames, 3, 0.5, None, max_cost=0.8, appearance_weight=0.5)
+    per_frame = [sorted((i["box"][0], i["track"], i["identity"]) for i in frame) for frame in results]
+    assert [[ident for _, _, ident in frame] for frame in per_frame] == [["alice", "carl"]] * 3
+    assert len({tuple(t for _, t, _ in frame) for frame in per_frame}) == 1  # the same two tracks throughout

@@ -2,7 +2,9 @@
 
 Strokes are the ink components of a panel's line art; specks smaller than `speck_size`
 (screentone dots that survived line extraction, noise) are dropped. Strokes closer than
-2 x `gap_radius` form a group. A group is a drawing when it has one stroke at least
+2 x `gap_radius` form a group, and groups whose boxes largely overlap are one (a part
+drawn apart but inside the rest's extent: a cat's mouth under its head outline). A group
+is a drawing when it has one stroke at least
 `min_stroke_size` long and covers at least `min_area` pixels: text, tone and hatching
 are made of short strokes only, a drawn character is not. The other groups are satellites
 (a hand drawn apart from the arm, whiskers, sweat drops, motion lines): one joins the
@@ -18,6 +20,7 @@ import cv2
 import numpy as np
 
 SATELLITE_REACH = 0.1  # share of the drawing's longest side
+NESTED_SHARE = 0.5  # groups whose boxes overlap by this share of the smaller box are one drawing
 
 
 @dataclass
@@ -39,6 +42,7 @@ def stroke_groups(ink: np.ndarray, speck_size: float, min_stroke_size: float, ga
     n_groups, groups, group_stats, _ = cv2.connectedComponentsWithStats(
         cv2.dilate(strokes.astype(np.uint8), disc), connectivity=8)
     groups = np.where(strokes, groups, 0)
+    groups, group_stats = merge_nested(groups, group_stats)
     longest = np.zeros(n_groups)
     np.maximum.at(longest, groups[strokes], extent[labels[strokes]])
     box_area = group_stats[:, cv2.CC_STAT_WIDTH] * group_stats[:, cv2.CC_STAT_HEIGHT]
@@ -54,6 +58,38 @@ def stroke_groups(ink: np.ndarray, speck_size: float, min_stroke_size: float, ga
         x1, y1 = min(ink.shape[1], xs.max() + 1 + gap_radius), min(ink.shape[0], ys.max() + 1 + gap_radius)
         out.append(StrokeGroup(groups[y0:y1, x0:x1] == g, (int(x0), int(y0), int(x1 - x0), int(y1 - y0))))
     return out
+
+
+def merge_nested(groups: np.ndarray, stats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Join groups whose boxes overlap by NESTED_SHARE of the smaller box: a part drawn
+    apart from the rest but inside its extent (a cat's mouth and whiskers under its head
+    outline). Returns the relabeled groups and the joined boxes' stats (x, y, w, h, area)."""
+    n = len(stats)
+    x0, y0 = stats[:, 0].astype(np.int64), stats[:, 1].astype(np.int64)
+    x1, y1 = x0 + stats[:, 2], y0 + stats[:, 3]
+    area = (x1 - x0) * (y1 - y0)
+    parent = np.arange(n)
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            i = parent[i]
+        return i
+
+    for i in range(1, n):
+        ix = np.maximum(0, np.minimum(x1[i], x1[i + 1:]) - np.maximum(x0[i], x0[i + 1:]))
+        iy = np.maximum(0, np.minimum(y1[i], y1[i + 1:]) - np.maximum(y0[i], y0[i + 1:]))
+        nested = ix * iy >= NESTED_SHARE * np.minimum(area[i], area[i + 1:])
+        for j in np.flatnonzero(nested) + i + 1:
+            parent[root(int(j))] = root(i)
+    roots = np.array([root(i) for i in range(n)])
+    if (roots == np.arange(n)).all():
+        return groups, stats
+    merged = stats.copy()
+    for r in np.unique(roots[1:]):
+        members = np.flatnonzero(roots == r)
+        mx0, my0 = x0[members].min(), y0[members].min()
+        merged[r, :4] = mx0, my0, x1[members].max() - mx0, y1[members].max() - my0
+    return roots[groups], merged
 
 
 def attach_satellites(groups: np.ndarray, main: np.ndarray, stats: np.ndarray) -> np.ndarray:
