@@ -138,7 +138,7 @@ class InstancesConfig(_Section):
     backend: Literal["none", "silhouette", "sam"] = "silhouette"
     min_area: float = Field(0.002, ge=0, lt=1)
     max_instances: int = Field(32, ge=1, le=255)
-    split_depth: float = Field(0.3, ge=0, le=1)
+    split_depth: float = Field(0.15, ge=0, le=1)
     # silhouette backend (weight-free)
     analysis_size: int = Field(512, ge=64)
     silhouette_speck_size: float = Field(0.006, ge=0, lt=1)

@@ -4,10 +4,11 @@ Each instance (stages/instances.py) is searched as a drawing of its own: its cro
 everything outside its mask erased to paper, so neither its neighbors' strokes nor the
 panel's frame take part. Then:
 
-- Neighboring pieces of one silhouette (the segmenter split it at a neck,
-  models/instances/necks.py) are joined again when retrieval says they are one character:
-  both confidently the same identity, or together confidently an identity with a higher
-  share than either piece alone (a head cut from its shoulders). Otherwise they stay two.
+- Pieces of one stroke group (the segmenter split a silhouette at a neck,
+  models/instances/necks.py, or a part stayed apart) are joined again when they are one
+  character: one is far smaller than the other, both are confidently the same identity,
+  or together they are confidently an identity with a higher share than either piece
+  alone (a head cut from its shoulders). Otherwise they stay two.
 - Identities are assigned jointly per page (models/instances/assignment.py), or, in an
   episode, per track through the scene (models/instances/tracking.py).
 - An identified instance's references are that identity's own (its pool only); an
@@ -20,14 +21,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 from chromaflow.models.instances.assignment import UNKNOWN, assign_instance_identities, track_scores
 from chromaflow.models.instances.tracking import Observation, track_instances
 
 CROP_MARGIN = 0.04  # share of the instance's size kept around it in its crop
-TOUCH_PIXELS = 3  # pieces closer than this are neighbors (candidates for joining)
+SMALL_PIECE = 0.15  # a piece under this share of another piece of its group is a part of it
 QUADRANT_SHARE = 0.1  # an instance is "in" a quadrant when this share of it lies there
 TRACK_MAJORITY = 0.5  # a track's identity needs this share of its frames' confident votes
 
@@ -75,37 +75,36 @@ def confident_identity(scores: dict[str, float], min_confidence: float) -> str |
 
 def page_queries(store, lines: np.ndarray, page: np.ndarray, labels: np.ndarray, records: list[dict],
                  top_k: int, min_confidence: float) -> list[InstanceQuery]:
-    """One query per character: the page's instances searched, and neighboring pieces of
-    one silhouette joined again when retrieval says they are one character (`_one_character`)."""
+    """One query per character: the page's instances searched, and pieces of one stroke
+    group (split at a neck, or parts drawn apart) joined again when they are one character
+    (`_one_character`)."""
     queries = [make_query(store, lines, page, labels == r["id"], [r["id"]], r["group"], top_k) for r in records]
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * TOUCH_PIXELS + 1,) * 2)
     changed = True
     while changed:  # join one pair at a time; the joined query may join further
         changed = False
-        for i, a in enumerate(queries):
-            grown = cv2.dilate(a.mask.astype(np.uint8), kernel) > 0
-            for j in range(i + 1, len(queries)):
-                b = queries[j]
-                if a.group != b.group or not (grown & b.mask).any():
-                    continue
-                joined = _one_character(store, lines, page, a, b, top_k, min_confidence)
-                if joined is not None:
-                    queries = [q for k, q in enumerate(queries) if k not in (i, j)] + [joined]
-                    changed = True
-                    break
-            if changed:
+        pairs = [(i, j) for i in range(len(queries)) for j in range(i + 1, len(queries))
+                 if queries[i].group == queries[j].group]
+        for i, j in pairs:
+            joined = _one_character(store, lines, page, queries[i], queries[j], top_k, min_confidence)
+            if joined is not None:
+                queries = [q for k, q in enumerate(queries) if k not in (i, j)] + [joined]
+                changed = True
                 break
     return sorted(queries, key=lambda q: q.pieces[0])  # the segmenter's order
 
 
 def _one_character(store, lines, page, a: InstanceQuery, b: InstanceQuery, top_k: int,
                    min_confidence: float) -> InstanceQuery | None:
-    """The joined query when two neighboring pieces are one character: both confidently
+    """The joined query when two pieces of one stroke group are one character: one far
+    smaller than the other (SMALL_PIECE), both confidently
     the same identity, or together confidently an identity with a higher share than either
     piece has alone (a head and its shoulders look more like the character than either
     does; a square head alone may even look like someone else). Two characters side by
     side stay apart: together they look like neither as much as each does alone."""
     union = make_query(store, lines, page, a.mask | b.mask, sorted(a.pieces + b.pieces), a.group, top_k)
+    small, big = sorted((a.mask.sum(), b.mask.sum()))
+    if small < SMALL_PIECE * big:
+        return union  # a hand, an ear, a tail: too small to be a character next to this one
     ia = confident_identity(a.found["identity_scores"], min_confidence)
     if ia and ia == confident_identity(b.found["identity_scores"], min_confidence):
         return union

@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
+from chromaflow.conf import InstancesConfig
 from chromaflow.models.panels import find_panels
 from chromaflow.storage.images import resize_longest
 
@@ -41,26 +42,30 @@ from .strokes import stroke_groups
 
 INK_LEVEL = 200  # analysis-size lines darker than this are ink (thin strokes survive the downscale)
 EDGE_BAND = 0.03  # strokes ending within this share of the crop's size of an edge end on it
+KEEP_PART = 0.05  # parts of a silhouette under this share of its biggest part are dropped
 BOTTOM_GAP = 0.8  # stroke ends at the bottom up to this share of the group's size apart are joined
 PANEL_GROUPS = 100_000  # group numbers: panel index * this + stroke group in the panel
+OPEN_ENOUGH = 0.6  # a silhouette without its bottom closed must keep this share of the closed one
 FRAME_COVER = 0.6  # outside the panels, a silhouette this much made of panel interior is a frame
 
 
 @dataclass
 class SilhouetteParams:
-    """InstancesConfig silhouette_* keys; shares are of the panel's longest side unless noted."""
+    """The InstancesConfig keys it reads (defaults there); shares are of the panel's
+    longest side unless noted."""
 
-    analysis_size: int = 512
-    speck_size: float = 0.006
-    min_stroke_size: float = 0.05
-    gap_radius: float = 0.008
-    enclosure_reach: float = 0.35  # share of the stroke group's longest side
-    min_area: float = 0.002  # share of the page area
-    split_depth: float = 0.3
-    max_instances: int = 32
+    analysis_size: int
+    speck_size: float
+    min_stroke_size: float
+    gap_radius: float
+    enclosure_reach: float  # share of the stroke group's longest side
+    min_area: float  # share of the page area
+    split_depth: float
+    max_instances: int
 
     @classmethod
-    def from_config(cls, cfg) -> "SilhouetteParams":
+    def from_config(cls, cfg=None) -> "SilhouetteParams":
+        cfg = cfg or InstancesConfig()
         return cls(analysis_size=cfg.analysis_size, speck_size=cfg.silhouette_speck_size,
                    min_stroke_size=cfg.silhouette_min_stroke_size, gap_radius=cfg.silhouette_gap_radius,
                    enclosure_reach=cfg.silhouette_enclosure_reach, min_area=cfg.min_area,
@@ -71,7 +76,7 @@ class SilhouetteSegmenter:
     name = "silhouette"
 
     def __init__(self, params: SilhouetteParams | None = None):
-        self.params = params or SilhouetteParams()
+        self.params = params or SilhouetteParams.from_config()
 
     @classmethod
     def from_config(cls, config) -> "SilhouetteSegmenter":
@@ -132,6 +137,9 @@ class SilhouetteSegmenter:
             if is_scenery(edges):
                 continue
             sil = silhouette(group.ink, radius, p.enclosure_reach * max(bw, bh), edges, close_bottom=False)
+            closed = silhouette(group.ink, radius, p.enclosure_reach * max(bw, bh), edges, close_bottom=True)
+            if sil.sum() < OPEN_ENOUGH * closed.sum():
+                sil = closed  # only its stroke ends at the bottom close it: one drawing, not several
             if sil.sum() < min_px or is_frame(sil, group.ink) or is_balloon(sil, ink[sl]):
                 continue
             if interiors is not None and interiors[sl][sil].sum() >= FRAME_COVER * sil.sum():
@@ -190,8 +198,12 @@ def silhouette(ink: np.ndarray, radius: int, reach: float, open_edges: tuple[boo
     count, labels, stats, _ = cv2.connectedComponentsWithStats(opened.astype(np.uint8), connectivity=8)
     if count <= 1:
         return filled
-    biggest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    return labels == biggest
+    # Parts that stayed apart (a satellite too far to close over) are kept when sizeable:
+    # they become pieces of their own, which retrieval joins or keeps apart.
+    biggest = int(stats[1:, cv2.CC_STAT_AREA].max())
+    keep = stats[:, cv2.CC_STAT_AREA] >= KEEP_PART * biggest
+    keep[0] = False
+    return keep[labels]
 
 
 def close_edges(ink: np.ndarray, open_edges: tuple[bool, bool, bool, bool], max_gap: float,

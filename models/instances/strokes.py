@@ -4,9 +4,10 @@ Strokes are the ink components of a panel's line art; specks smaller than `speck
 (screentone dots that survived line extraction, noise) are dropped. Strokes closer than
 2 x `gap_radius` form a group, and groups whose boxes largely overlap are one (a part
 drawn apart but inside the rest's extent: a cat's mouth under its head outline). A group
-is a drawing when it has one stroke at least
-`min_stroke_size` long and covers at least `min_area` pixels: text, tone and hatching
-are made of short strokes only, a drawn character is not. The other groups are satellites
+is a drawing when it covers at least `min_area` pixels and has one stroke at least
+`min_stroke_size` (of the panel) long or spanning OWN_STROKE_SHARE of the group (small
+characters far away): text, tone and hatching are made of short strokes only, a drawn
+character is not. The other groups are satellites
 (a hand drawn apart from the arm, whiskers, sweat drops, motion lines): one joins the
 nearest drawing when it lies within `SATELLITE_REACH` x that drawing's size, else it is
 left out.
@@ -20,7 +21,12 @@ import cv2
 import numpy as np
 
 SATELLITE_REACH = 0.1  # share of the drawing's longest side
+SATELLITE_AREA = 0.25  # a drawing under this share of a neighbor's box area is a part of it
+OWN_STROKE_SHARE = 0.35  # ... or a group whose longest stroke spans this share of its own size
+FRAME_BOX_SHARE = 0.5  # a frame's box covers at least this share of the panel crop
+SMALL_DRAWING_FLOOR = 0.6  # ... and is at least this share of min_stroke_size long (not a glyph)
 NESTED_SHARE = 0.5  # groups whose boxes overlap by this share of the smaller box are one drawing
+NESTED_MIN_RATIO = 0.15  # ... unless the smaller box is under this share of the bigger (a frame's contents)
 
 
 @dataclass
@@ -46,10 +52,15 @@ def stroke_groups(ink: np.ndarray, speck_size: float, min_stroke_size: float, ga
     longest = np.zeros(n_groups)
     np.maximum.at(longest, groups[strokes], extent[labels[strokes]])
     box_area = group_stats[:, cv2.CC_STAT_WIDTH] * group_stats[:, cv2.CC_STAT_HEIGHT]
-    main = (longest >= min_stroke_size * side) & (box_area >= min_area)
+    own_size = np.maximum(group_stats[:, cv2.CC_STAT_WIDTH], group_stats[:, cv2.CC_STAT_HEIGHT])
+    long_stroke = (longest >= min_stroke_size * side) | (
+        (longest >= OWN_STROKE_SHARE * own_size) & (longest >= SMALL_DRAWING_FLOOR * min_stroke_size * side))
+    main = long_stroke & (box_area >= min_area)
     main[0] = False
+    main &= ~frame_groups(groups, group_stats, ink.shape)
     if not main.any():
         return []
+    main = demote_small_neighbors(main, group_stats)
     groups = attach_satellites(groups, main, group_stats)
     out = []
     for g in np.flatnonzero(main):
@@ -60,10 +71,47 @@ def stroke_groups(ink: np.ndarray, speck_size: float, min_stroke_size: float, ga
     return out
 
 
+def frame_groups(groups: np.ndarray, stats: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Groups that are a frame (a panel find_panels did not take, e.g. one holding only a
+    small drawing): a box over FRAME_BOX_SHARE of the crop whose ink runs along its edges.
+    Nothing joins a frame, and a frame is no drawing."""
+    out = np.zeros(len(stats), bool)
+    for g in np.flatnonzero(stats[:, 2] * stats[:, 3] >= FRAME_BOX_SHARE * shape[0] * shape[1]):
+        if g == 0:
+            continue
+        ys, xs = np.nonzero(groups == g)
+        x0, y0, w, h = stats[g, :4]
+        band = max(2, int(0.04 * max(w, h)))
+        near = (xs < x0 + band) | (xs >= x0 + w - band) | (ys < y0 + band) | (ys >= y0 + h - band)
+        out[g] = len(xs) > 0 and near.mean() >= 0.6
+    return out
+
+
+def demote_small_neighbors(main: np.ndarray, stats: np.ndarray) -> np.ndarray:
+    """A drawing much smaller than a drawing next to it (box area under SATELLITE_AREA of
+    the other's, box gap within SATELLITE_REACH x the other's size) is a part of it (a
+    raised hand, a tail) and becomes its satellite. A small character that really stands
+    there is cut off again later: its silhouette stays a piece of its own, and retrieval
+    keeps it apart when it is confidently someone else (retrieval/instance_search.py)."""
+    x0, y0 = stats[:, 0].astype(np.int64), stats[:, 1].astype(np.int64)
+    x1, y1 = x0 + stats[:, 2], y0 + stats[:, 3]
+    area = (x1 - x0) * (y1 - y0)
+    size = np.maximum(stats[:, 2], stats[:, 3])
+    out = main.copy()
+    for g in np.flatnonzero(main):
+        gap_x = np.maximum(0, np.maximum(x0 - x1[g], x0[g] - x1))
+        gap_y = np.maximum(0, np.maximum(y0 - y1[g], y0[g] - y1))
+        bigger = main & (area * SATELLITE_AREA > area[g]) & (np.maximum(gap_x, gap_y) <= SATELLITE_REACH * size)
+        if bigger.any():
+            out[g] = False
+    return out
+
+
 def merge_nested(groups: np.ndarray, stats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Join groups whose boxes overlap by NESTED_SHARE of the smaller box: a part drawn
     apart from the rest but inside its extent (a cat's mouth and whiskers under its head
-    outline). Returns the relabeled groups and the joined boxes' stats (x, y, w, h, area)."""
+    outline). A box far smaller than the one it lies in (a character inside a frame
+    find_panels did not take for a panel) is not a part of it. Returns the relabeled groups and the joined boxes' stats (x, y, w, h, area)."""
     n = len(stats)
     x0, y0 = stats[:, 0].astype(np.int64), stats[:, 1].astype(np.int64)
     x1, y1 = x0 + stats[:, 2], y0 + stats[:, 3]
@@ -78,7 +126,8 @@ def merge_nested(groups: np.ndarray, stats: np.ndarray) -> tuple[np.ndarray, np.
     for i in range(1, n):
         ix = np.maximum(0, np.minimum(x1[i], x1[i + 1:]) - np.maximum(x0[i], x0[i + 1:]))
         iy = np.maximum(0, np.minimum(y1[i], y1[i + 1:]) - np.maximum(y0[i], y0[i + 1:]))
-        nested = ix * iy >= NESTED_SHARE * np.minimum(area[i], area[i + 1:])
+        smaller, bigger = np.minimum(area[i], area[i + 1:]), np.maximum(area[i], area[i + 1:])
+        nested = (ix * iy >= NESTED_SHARE * smaller) & (smaller >= NESTED_MIN_RATIO * bigger)
         for j in np.flatnonzero(nested) + i + 1:
             parent[root(int(j))] = root(i)
     roots = np.array([root(i) for i in range(n)])
