@@ -157,7 +157,7 @@ class InstancesConfig(_Section):
     sam_batch_pages: int = Field(4, ge=1, le=64)
     device: str = "auto"
     # identity per instance (stages/retrieve.py)
-    min_identity_confidence: float = Field(0.5, ge=0, le=1)
+    min_identity_confidence: float = Field(0.4, ge=0, le=1)
     # episodes: instances followed through a scene (models/instances/tracking.py)
     track_max_cost: float = Field(0.8, ge=0)
     track_appearance_weight: float = Field(0.5, ge=0)

@@ -9,8 +9,11 @@ panel's frame take part. Then:
   character: one is far smaller than the other, both are confidently the same identity,
   or together they are confidently an identity with a higher share than either piece
   alone (a head cut from its shoulders). Otherwise they stay two.
-- Identities are assigned jointly per page (models/instances/assignment.py), or, in an
-  episode, per track through the scene (models/instances/tracking.py).
+- An instance's identity scores average its crop's votes with its head's (the top of the
+  drawing, retrieval/head_votes.py: who a character is shows in its face and hair, the
+  whole crop is led by the pose). Identities are assigned jointly per page
+  (models/instances/assignment.py), or, in an episode, per track through the scene
+  (models/instances/tracking.py).
 - An identified instance's references are that identity's own (its pool only); an
   unknown one keeps the references of the search over all pools.
 - For backends that read per-quadrant patches (diffusion), `identity_quadrants` searches
@@ -25,6 +28,8 @@ import numpy as np
 
 from chromaflow.models.instances.assignment import UNKNOWN, assign_instance_identities, track_scores
 from chromaflow.models.instances.tracking import Observation, track_instances
+
+from .head_votes import combined_votes, head_votes
 
 CROP_MARGIN = 0.04  # share of the instance's size kept around it in its crop
 SMALL_PIECE = 0.15  # a piece under this share of another piece of its group is a part of it
@@ -60,9 +65,15 @@ def masked_crop(lines: np.ndarray, page: np.ndarray, mask: np.ndarray) -> tuple[
 
 def make_query(store, lines: np.ndarray, page: np.ndarray, mask: np.ndarray, pieces: list[int], group: int,
                top_k: int) -> InstanceQuery:
+    """The instance's search over all pools; its identity scores average the whole crop's
+    votes with its head's (retrieval/head_votes.py)."""
     crop_lines, crop_page = masked_crop(lines, page, mask)
     vectors = store.embed_page(crop_lines, crop_page)[0]
-    return InstanceQuery(pieces, group, mask, vectors, store.search_vectors(vectors, top_k, None, auto_assign=False))
+    found = store.search_vectors(vectors, top_k, None, auto_assign=False)
+    head = head_votes(store, crop_lines, crop_page, store.config.retrieval.identity_temperature)
+    found = {**found, "crop_scores": found["identity_scores"], "head_scores": head,
+             "identity_scores": combined_votes(found["identity_scores"], head)}
+    return InstanceQuery(pieces, group, mask, vectors, found)
 
 
 def confident_identity(scores: dict[str, float], min_confidence: float) -> str | None:
@@ -126,7 +137,8 @@ def instance_result(store, query: InstanceQuery, identity: str, top_k: int) -> d
         found = {**found, "references": [r for r in found["references"] if r["identity"] == identity],
                  "quadrants": [[h for h in hits if h["identity"] == identity] for hits in found["quadrants"]]}
     return {"pieces": query.pieces, "box": query.box, "group": query.group, "identity": identity,
-            "identity_scores": query.found["identity_scores"], "references": found["references"],
+            "identity_scores": query.found["identity_scores"], "crop_scores": query.found["crop_scores"],
+            "head_scores": query.found["head_scores"], "references": found["references"],
             "quadrants": found["quadrants"]}
 
 

@@ -370,10 +370,15 @@ def near(rgb, expected, tolerance: float = 12.0) -> bool:
     return float(delta_e(np.array([rgb], np.uint8), np.array([expected], np.uint8))[0]) < tolerance
 
 
-def test_each_character_is_identified_and_colored_from_its_own_references(tmp_path):
+@pytest.fixture(scope="module")
+def two_character_job(tmp_path_factory):
+    return make_two_character_job(tmp_path_factory.mktemp("two"), {"page1": two_characters(colored=False)})
+
+
+def test_each_character_is_identified_and_colored_from_its_own_references(two_character_job):
     from chromaflow.storage.images import decode_png
 
-    job = make_two_character_job(tmp_path, {"page1": two_characters(colored=False)})
+    job = two_character_job
     retrieved = json.loads(shard_samples(job, "retrieve")[0]["json"])
     found = sorted(retrieved["instances"], key=lambda i: i["box"][0])
     assert [i["identity"] for i in found] == ["alice", "carl"]
@@ -449,15 +454,14 @@ def test_consistency_spread_is_ciede2000_to_the_parts_median_color():
     assert summary["consistency_de_median"] == pytest.approx(float(np.median(expected)))
 
 
-def test_episode_instances_keep_their_identity_through_the_scene(tmp_path):
+def test_episode_instances_keep_their_identity_through_the_scene(two_character_job):
     """Three frames of a shot with both characters moving: each keeps one track and the
     track's identity on every frame."""
     from chromaflow.retrieval.instance_search import search_scene_instances
     from chromaflow.stages.instances import instance_sample, read_instances
     from chromaflow.stages.retrieve import open_index
 
-    job = make_two_character_job(tmp_path, {"page1": two_characters(colored=False)})
-    store = open_index(job, load_config())
+    store = open_index(two_character_job, load_config())
     frames = []
     for shift in (0, 6, 12):
         page = np.roll(two_characters(colored=False), shift, axis=1)

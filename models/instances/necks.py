@@ -21,14 +21,37 @@ from skimage.morphology import h_maxima
 from skimage.segmentation import watershed
 
 MIN_PIECE_SHARE = 0.12  # a piece covers at least this share of the silhouette
+SPLIT_SIZE = 96  # silhouettes larger than this (pixels, longest side) are split at half size
 PEAK_NOISE = 0.08  # peaks lower than this share of the highest above their surroundings are noise
 
 
 def split_at_necks(silhouette: np.ndarray, depth: float, min_area: int = 0) -> list[np.ndarray]:
     """Pieces of a bool silhouette (one piece: not split). Pieces smaller than
-    MIN_PIECE_SHARE of the silhouette or `min_area` pixels join a neighbor."""
+    MIN_PIECE_SHARE of the silhouette or `min_area` pixels join a neighbor. Large
+    silhouettes are split at half size (the cut is refitted to the strokes later, snap.py)."""
     if depth <= 0 or not silhouette.any():
         return [silhouette]
+    if max(silhouette.shape) > SPLIT_SIZE:
+        h, w = silhouette.shape
+        small = cv2.resize(silhouette.astype(np.uint8), ((w + 1) // 2, (h + 1) // 2), interpolation=cv2.INTER_AREA)
+        pieces = _split(small > 0, depth, min_area / 4)
+        if len(pieces) == 1:
+            return [silhouette]
+        labels = np.zeros(small.shape, np.uint8)
+        for k, piece in enumerate(pieces, start=1):
+            labels[piece] = k
+        full = cv2.resize(labels, (w, h), interpolation=cv2.INTER_NEAREST)
+        # Pixels of the silhouette the half-size labels missed go to the nearest piece.
+        _, nearest = cv2.distanceTransformWithLabels((full == 0).astype(np.uint8), cv2.DIST_L2, 3,
+                                                     labelType=cv2.DIST_LABEL_PIXEL)
+        lut = np.zeros(int(nearest.max()) + 1, np.uint8)
+        lut[nearest[full > 0]] = full[full > 0]
+        full = np.where(full > 0, full, lut[nearest])
+        return [silhouette & (full == k) for k in range(1, len(pieces) + 1)]
+    return _split(silhouette, depth, min_area)
+
+
+def _split(silhouette: np.ndarray, depth: float, min_area: float) -> list[np.ndarray]:
     dist = cv2.distanceTransform(silhouette.astype(np.uint8), cv2.DIST_L2, 5)
     peaks = h_maxima(dist, PEAK_NOISE * float(dist.max()))
     count, markers = cv2.connectedComponents(peaks.astype(np.uint8), connectivity=8)

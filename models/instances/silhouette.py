@@ -28,7 +28,6 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from scipy import ndimage
 
 from chromaflow.conf import InstancesConfig
 from chromaflow.models.panels import find_panels
@@ -192,7 +191,7 @@ def silhouette(ink: np.ndarray, radius: int, reach: float, open_edges: tuple[boo
     pad = 2 * radius + 1  # closing must not erode strokes near the crop's edge
     padded = np.pad(ink.astype(np.uint8), pad)
     closed = cv2.morphologyEx(padded, cv2.MORPH_CLOSE, disc)[pad:-pad, pad:-pad] > 0
-    filled = ndimage.binary_fill_holes(closed | enclosed(closed, reach))
+    filled = fill_holes(closed | enclosed(closed, reach))
     # Spurs of the enclosure test along long strokes: opened away at the gap radius.
     opened = cv2.morphologyEx(filled.astype(np.uint8), cv2.MORPH_OPEN, disc) > 0
     count, labels, stats, _ = cv2.connectedComponentsWithStats(opened.astype(np.uint8), connectivity=8)
@@ -245,6 +244,15 @@ def bottom_ends(ink: np.ndarray, band: int) -> tuple[int, np.ndarray]:
     stops = np.flatnonzero(np.diff(np.r_[strip.astype(np.int8), 0]) == -1)
     ends = [np.arange(a, b + 1) for a, b in zip(starts, stops) if b - a + 1 <= 2 * band]
     return level, (np.concatenate(ends) if len(ends) > 1 else np.zeros(0, np.int64))
+
+
+def fill_holes(mask: np.ndarray) -> np.ndarray:
+    """The mask with every region it encloses filled (flood fill of the outside from a
+    one-pixel border: what the flood does not reach is inside)."""
+    padded = np.pad(mask.astype(np.uint8), 1)
+    flood = np.zeros((padded.shape[0] + 2, padded.shape[1] + 2), np.uint8)
+    cv2.floodFill(padded, flood, (0, 0), 1, flags=4 | cv2.FLOODFILL_MASK_ONLY)
+    return flood[2:-2, 2:-2] == 0
 
 
 def enclosed(ink: np.ndarray, reach: float) -> np.ndarray:
