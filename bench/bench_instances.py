@@ -30,8 +30,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 
@@ -96,41 +94,20 @@ def predictions(job) -> dict[str, dict]:
 
 
 def score(pages: list[dict], predicted: dict[str, dict]) -> dict:
-    from chromaflow.models.instance_metrics import (consistency_spreads, consistency_summary, identity_hits,
-                                                    instance_matches, part_colors)
-    from chromaflow.models.metrics import flat_color_accuracy
+    """Decode each page's ground truth and score it (models/instance_metrics.score_pages)."""
+    from chromaflow.models.instance_metrics import score_pages
     from chromaflow.storage.images import decode_image
 
-    rows, observations = [], {}
-    found = truth_count = 0
-    hits: list[bool] = []
+    scored = []
     for page in pages:
         pred = predicted.get(page["line"].name)
         if pred is None:
             print(f"{page['line']}: no output (failed in the pipeline)", file=sys.stderr)
             continue
-        line = decode_image(page["line"].read_bytes(), str(page["line"]))
-        color = decode_image(page["color"].read_bytes(), str(page["color"]))
-        truth = [(t["bbox"], t["identity"]) for t in page["truth"]]
-        matches = instance_matches([b for b, _ in pred["instances"]], [b for b, _ in truth])
-        page_hits = identity_hits(pred["instances"], truth)
-        found, truth_count, hits = found + len(matches), truth_count + len(truth), hits + page_hits
-        fg, bg = flat_color_accuracy(pred["output"], color, line)
-        for k, (box, identity) in enumerate(truth):
-            others = [b for j, (b, _) in enumerate(truth) if j != k]
-            observations.setdefault(identity, []).append(part_colors(pred["output"], color, line, box, others))
-        rows.append({"page": page["name"], "truth": len(truth), "predicted": len(pred["instances"]),
-                     "found": len(matches), "identity_correct": int(sum(page_hits)),
-                     "flat_color_accuracy": round(fg, 4), "background_accuracy": round(bg, 4),
-                     "identities": [i for _, i in pred["instances"]]})
-    spreads = consistency_spreads(observations)
-    return {"pages": rows, "instance_recall": found / max(1, truth_count),
-            "instance_identity_accuracy": float(np.mean(hits)) if hits else float("nan"),
-            "instance_precision": found / max(1, sum(r["predicted"] for r in rows)),
-            "flat_color_accuracy": float(np.nanmean([r["flat_color_accuracy"] for r in rows])),
-            **consistency_summary(spreads),
-            "consistency_de_median_per_identity": {k: float(np.median(v)) if v else float("nan")
-                                                   for k, v in sorted(spreads.items())}}
+        scored.append({"name": page["name"], "truth": page["truth"], **pred,
+                       "line": decode_image(page["line"].read_bytes(), str(page["line"])),
+                       "color": decode_image(page["color"].read_bytes(), str(page["color"]))})
+    return score_pages(scored)
 
 
 def evaluate_layout(dataset: Path, out: Path, config) -> dict:

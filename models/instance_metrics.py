@@ -137,3 +137,39 @@ def consistency_summary(spreads: dict[str, list[float]]) -> dict[str, float]:
     if not len(values):
         return {"consistency_de_median": float("nan"), "consistency_de_p90": float("nan")}
     return {"consistency_de_median": float(np.median(values)), "consistency_de_p90": float(np.percentile(values, 90))}
+
+
+def score_pages(pages: list[dict]) -> dict:
+    """All multi-instance metrics of a set of pages. Each page: {"name", "line" (RGB line
+    image), "color" (ground truth RGB), "truth": [{"identity", "bbox"}], "output" (the
+    colorized page, same size), "instances": [(box, identity)] predicted, in page pixels}.
+    Returns the summary (instance_recall, instance_identity_accuracy, instance_precision,
+    flat_color_accuracy as the mean over pages, consistency_de_median / _p90, per-identity
+    spread medians) and one row per page."""
+    from chromaflow.models.metrics import flat_color_accuracy
+
+    rows, observations, hits = [], {}, []
+    found = truth_count = predicted = 0
+    for page in pages:
+        truth = [(t["bbox"], t["identity"]) for t in page["truth"]]
+        matches = instance_matches([b for b, _ in page["instances"]], [b for b, _ in truth])
+        page_hits = identity_hits(page["instances"], truth)
+        found, truth_count, predicted = found + len(matches), truth_count + len(truth), predicted + len(page_hits)
+        hits += page_hits
+        fg, bg = flat_color_accuracy(page["output"], page["color"], page["line"])
+        for k, (box, identity) in enumerate(truth):
+            others = [b for j, (b, _) in enumerate(truth) if j != k]
+            observations.setdefault(identity, []).append(part_colors(page["output"], page["color"], page["line"],
+                                                                     box, others))
+        rows.append({"page": page["name"], "truth": len(truth), "predicted": len(page_hits), "found": len(matches),
+                     "identity_correct": int(sum(page_hits)), "flat_color_accuracy": round(fg, 4),
+                     "background_accuracy": round(bg, 4), "identities": [i for _, i in page["instances"]]})
+    spreads = consistency_spreads(observations)
+    return {"instance_recall": found / max(1, truth_count),
+            "instance_identity_accuracy": float(np.mean(hits)) if hits else float("nan"),
+            "instance_precision": found / max(1, predicted),
+            "flat_color_accuracy": float(np.nanmean([r["flat_color_accuracy"] for r in rows])) if rows else float("nan"),
+            **consistency_summary(spreads),
+            "consistency_de_median_per_identity": {k: float(np.median(v)) if v else float("nan")
+                                                   for k, v in sorted(spreads.items())},
+            "pages": rows}
