@@ -387,3 +387,32 @@ def test_score_pages_puts_the_metrics_together():
     assert scores["instance_recall"] == 1.0 and scores["instance_identity_accuracy"] == 0.5
     assert scores["flat_color_accuracy"] == pytest.approx(0.5)  # half the foreground is right
     assert scores["pages"][0]["identity_correct"] == 1
+
+
+def test_quadrant_backends_get_each_quadrants_patches_from_the_identities_in_it(tmp_path):
+    """Diffusion-style backends: no per-instance requests; each quadrant's patches come
+    from the pools of the characters inside that quadrant."""
+    from chromaflow.retrieval.images import ReferenceImages
+    from chromaflow.stages.colorize import page_requests
+
+    wide = np.full((448, 1200, 3), 255, np.uint8)
+    wide[:, :320] = draw_character(PALETTES["alice"], colored=False, frame=False)
+    wide[:, 880:] = draw_carl(CARL, colored=False)
+    job = make_two_character_job(tmp_path, {"wide": wide})
+    retrieved = json.loads(shard_samples(job, "retrieve")[0]["json"])
+    assert sorted(i["identity"] for i in retrieved["instances"]) == ["alice", "carl"]
+    panel = retrieved["panels"][0]
+    # Quadrants TL, TR, BL, BR are 3/4-size crops: the left ones hold alice only, the right ones carl only.
+    assert panel["quadrant_identities"] == [["alice"], ["carl"], ["alice"], ["carl"]]
+    for names, hits in zip(panel["quadrant_identities"], panel["instance_quadrants"]):
+        assert hits and all(h["identity"] in names for h in hits)
+
+    class QuadrantBackend:
+        name, uses_quadrant_patches = "quadrants", True
+
+    inputs = {stage: shard_samples(job, stage)[0] for stage in ("ingest", "lines", "retrieve", "instances")}
+    work = page_requests("p000000", inputs, load_config(), QuadrantBackend(), ReferenceImages.open(job.references),
+                         None)
+    assert work.instances == [] and len(work.panels) == 1
+    request = work.panels[0][2]
+    assert [len(p) for p in request.quadrant_patches] == [len(h) for h in panel["instance_quadrants"]]
