@@ -68,7 +68,7 @@ def plain_pipeline(chapter: Path, refs: Path, out: Path, overrides: list[str]) -
     """The same DAG without Prefect or Ray."""
     from chromaflow.conf import load_config
     from chromaflow.flows.colorize import prepare_job
-    from chromaflow.stages import export, ingest, lines, palette_memory, references, retrieve
+    from chromaflow.stages import export, ingest, instances, lines, palette_memory, references, retrieve
 
     start = time.perf_counter()
     config = load_config(overrides=overrides)
@@ -84,6 +84,7 @@ def plain_pipeline(chapter: Path, refs: Path, out: Path, overrides: list[str]) -
         shards = range(summary.num_shards)
         with concurrent.futures.ThreadPoolExecutor(config.prefect.max_parallel_tasks) as threads:
             list(threads.map(lambda k: lines.run(job, k, config), shards))
+            list(threads.map(lambda k: instances.run(job, k, config), shards))
             list(threads.map(lambda k: retrieve.run(job, k, config), shards))
         for stage in ("colorize", "upscale"):
             list(actors.map(_run_on_worker, [stage] * len(shards), [str(job.root)] * len(shards), shards))

@@ -156,6 +156,43 @@ class ColorizeConfig(_Section):
         return self
 
 
+class InstancesConfig(_Section):
+    """Several characters per page (models/instances, stages/instances.py): instance masks,
+    an identity per instance, each instance colored from its identity's references."""
+
+    backend: Literal["none", "silhouette", "sam"] = "silhouette"
+    min_area: float = Field(0.002, ge=0, lt=1)
+    max_instances: int = Field(32, ge=1, le=255)
+    split_depth: float = Field(0.15, ge=0, le=1)
+    # silhouette backend (weight-free)
+    analysis_size: int = Field(512, ge=64)
+    silhouette_speck_size: float = Field(0.006, ge=0, lt=1)
+    silhouette_min_stroke_size: float = Field(0.05, ge=0, lt=1)
+    silhouette_gap_radius: float = Field(0.008, ge=0, lt=0.2)
+    silhouette_enclosure_reach: float = Field(0.35, ge=0, le=1)
+    # sam backend: Segment Anything from a local checkpoint; never downloads
+    sam_checkpoint: str | None = None
+    sam_arch: Literal["auto", "vit_b", "vit_l", "vit_h"] = "auto"
+    sam_input: Literal["lines", "page"] = "lines"
+    sam_points_per_side: int = Field(32, ge=1, le=256)
+    sam_points_per_batch: int = Field(64, ge=1)
+    sam_pred_iou_thresh: float = Field(0.88, ge=0, le=1)
+    sam_stability_score_thresh: float = Field(0.95, ge=0, le=1)
+    sam_box_nms_thresh: float = Field(0.7, gt=0, le=1)
+    sam_batch_pages: int = Field(4, ge=1, le=64)
+    device: str = "auto"
+    # identity per instance (stages/retrieve.py)
+    min_identity_confidence: float = Field(0.4, ge=0, le=1)
+    # episodes: instances followed through a scene (models/instances/tracking.py)
+    track_max_cost: float = Field(0.8, ge=0)
+    track_appearance_weight: float = Field(0.5, ge=0)
+
+    @field_validator("sam_checkpoint")
+    @classmethod
+    def _absolute_checkpoint(cls, value: str | None) -> str | None:
+        return str(Path(value).expanduser().absolute()) if value else value
+
+
 class UpscaleConfig(_Section):
     radius: int = Field(2, ge=1)
     eps: float = Field(1e-4, gt=0)
@@ -283,6 +320,7 @@ class Config(_Section):
     lines: LinesConfig = LinesConfig()
     retrieval: RetrievalConfig = RetrievalConfig()
     colorize: ColorizeConfig = ColorizeConfig()
+    instances: InstancesConfig = InstancesConfig()
     upscale: UpscaleConfig = UpscaleConfig()
     ray: RayConfig = RayConfig()
     prefect: PrefectConfig = PrefectConfig()

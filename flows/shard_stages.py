@@ -39,9 +39,10 @@ from chromaflow.stages.runner import is_done
 from chromaflow.stages.workers import PooledStages
 from chromaflow.storage.atomic import DiskFull
 from chromaflow.storage.job import JobDir
-from chromaflow.tasks.stages import colorize_task, lines_task, retrieve_task, upscale_task
+from chromaflow.tasks.stages import colorize_task, instances_task, lines_task, retrieve_task, upscale_task
 
-SHARD_TASKS = {"lines": lines_task, "retrieve": retrieve_task, "colorize": colorize_task, "upscale": upscale_task}
+SHARD_TASKS = {"lines": lines_task, "instances": instances_task, "retrieve": retrieve_task, "colorize": colorize_task,
+               "upscale": upscale_task}
 STAGES = list(SHARD_STAGES)  # DAG order
 
 

@@ -22,6 +22,7 @@ from chromaflow.storage.job import JobDir
 from chromaflow.storage.shards import Sample, iter_shard, key_order, read_stats
 
 from .registry import FINAL, INGEST, SHARD_SETS
+from .report_instances import instances_html
 
 
 def jpeg_data_uri(rgb: np.ndarray) -> str:
@@ -188,6 +189,7 @@ backend {html.escape(info['config']['colorize']['backend'])} · {len(pages)} pag
 {episode_html(info)}
 <h2>Before / after</h2><div class="grid">{''.join(cards)}</div>
 <h2>Palette memory</h2>{palette_memory_html(job, info['config']['colorize'].get('palette_memory', False))}
+<h2>Characters</h2>{instances_html(job, thumb_size)}
 <h2>Shards</h2><table><tr><th>shard</th>{header}</tr>{''.join(body)}</table>
 </body></html>"""
     target = job.root / "report.html"

@@ -24,7 +24,7 @@ from prefect.cache_policies import CacheKeyFnPolicy
 from prefect.states import Completed, State
 
 from chromaflow.conf import Config
-from chromaflow.stages import export, ingest, lines, palette_memory, references, retrieve
+from chromaflow.stages import export, ingest, instances, lines, palette_memory, references, retrieve
 from chromaflow.stages.pool import StagePool
 from chromaflow.stages.registry import stage_key
 from chromaflow.stages.runner import cached_stats
@@ -98,6 +98,11 @@ def export_task(job_root: str, failures: list[str], force: bool = True) -> dict:
 @_shard_task("lines")
 def lines_task(job_root: str, shard: int, config_json: dict) -> dict | State:
     return _shard_result(lines.run(JobDir.open(job_root), shard, Config.model_validate(config_json)).to_dict())
+
+
+@_shard_task("instances")
+def instances_task(job_root: str, shard: int, config_json: dict) -> dict:
+    return instances.run(JobDir.open(job_root), shard, Config.model_validate(config_json)).to_dict()
 
 
 @_shard_task("retrieve")

@@ -18,11 +18,14 @@ from chromaflow.flows.job_state import job_id
 from chromaflow.flows.summary import JobIncomplete
 from chromaflow.stages.pool import ShardFailed, StagePool
 from chromaflow.stages.registry import SHARD_SETS as STAGES
+from chromaflow.stages.registry import SHARD_STAGES
 from chromaflow.storage.job import JobDir
 from chromaflow.storage.manifest import read_manifest
 from chromaflow.storage.shards import read_failure, read_stats
 from chromaflow.models.palette_memory import PaletteMemory
 from synthetic import PALETTES, make_video
+
+N = len(SHARD_STAGES)  # shard stages per shard
 
 def colored_share(page: np.ndarray, line_art: np.ndarray) -> float:
     """Share of the line art's paper pixels that came out clearly colored (LAB chroma > 15):
@@ -71,9 +74,9 @@ def test_chapter_end_to_end_then_cached_rerun(prefect_harness, ray_cluster, tmp_
     state = colorize_chapter(source=str(chapter_dir), refs=str(refs_dir), out=str(out),
                              overrides=["job.shard_size=2", "prefect.max_parallel_tasks=1"], return_state=True)
     summary = state.result()
-    assert state.is_completed() and state.message == "chapter: 5/5 pages written (12 shard-stages computed, 0 reused)"
+    assert state.is_completed() and state.message == f"chapter: 5/5 pages written ({3 * N} shard-stages computed, 0 reused)"
     assert summary["num_items"] == 5 and summary["num_shards"] == 3
-    assert summary["computed"] == 3 * 4 and summary["cached"] == 0
+    assert summary["computed"] == 3 * N and summary["cached"] == 0
     job = JobDir.open(out)
     pages = sorted((out / "pages").glob("*.png"))
     assert [p.name for p in pages] == [f"{i:04d}_page{i}.png" for i in range(1, 6)]
@@ -100,7 +103,7 @@ def test_chapter_end_to_end_then_cached_rerun(prefect_harness, ray_cluster, tmp_
     assert run_name(state) == key
     tasks = task_runs(state)
     assert set(tasks) == {"ingest", "references", "palette_memory", "export"} | {
-        f"{stage}-{shard:06d}" for stage in ("lines", "retrieve", "colorize", "upscale") for shard in range(3)}
+        f"{stage}-{shard:06d}" for stage in SHARD_STAGES for shard in range(3)}
     # shard 0 reached colorize before the last shard's line extraction had even started
     assert tasks["colorize-000000"].start_time < tasks["lines-000002"].start_time
     from prefect.artifacts import Artifact
@@ -117,19 +120,19 @@ def test_chapter_end_to_end_then_cached_rerun(prefect_harness, ray_cluster, tmp_
     before = mtimes(job)
     again_state = rerun_failed_shards(out=str(out), return_state=True)
     again = again_state.result()
-    assert again["computed"] == 0 and again["cached"] == 3 * 4
+    assert again["computed"] == 0 and again["cached"] == 3 * N
     assert mtimes(job) == before
     rerun_tasks = task_runs(again_state)
     assert {name: run.state.name for name, run in rerun_tasks.items() if name[-6:].isdigit()} == {
-        f"{stage}-{shard:06d}": "Cached" for stage in ("lines", "retrieve", "colorize", "upscale") for shard in range(3)}
+        f"{stage}-{shard:06d}": "Cached" for stage in SHARD_STAGES for shard in range(3)}
     assert run_name(again_state) == f"rerun-{key}"
-    assert any("redoing up to 0 (shard, stage) pairs" in log.message and "reusing 15" in log.message
+    assert any("redoing up to 0 (shard, stage) pairs" in log.message and f"reusing {3 * len(STAGES)}" in log.message
                for log in run_logs(again_state))
 
     # A config change that only touches upscaling recomputes only the final stage.
     third = colorize_chapter(source=str(chapter_dir), refs=str(refs_dir), out=str(out),
                              overrides=["job.shard_size=2", "upscale.radius=5"])
-    assert third["computed"] == 3 and third["cached"] == 3 * 3
+    assert third["computed"] == 3 and third["cached"] == 3 * (N - 1)
 
     # Palette memory: each identity's colors were remembered before colorizing ...
     memory = PaletteMemory.load(job.palette_memory)
@@ -144,7 +147,7 @@ def test_chapter_end_to_end_then_cached_rerun(prefect_harness, ray_cluster, tmp_
     fourth = colorize_chapter(source=str(chapter_dir), refs=str(refs_dir), out=str(out),
                               overrides=["job.shard_size=2", "upscale.radius=5",
                                          f"colorize.palette_memory_seed={tmp_path / 'series.json'}"])
-    assert fourth["computed"] == 3 * 2 and fourth["cached"] == 3 * 2
+    assert fourth["computed"] == 3 * 2 and fourth["cached"] == 3 * (N - 2)
     for i in (1, 3, 5):  # alice's pages
         colored = cv2.cvtColor(cv2.imread(str(out / "pages" / f"{i:04d}_page{i}.png")), cv2.COLOR_BGR2RGB)
         body = np.all(np.abs(colored.astype(int) - series_red) <= 2, axis=2).mean()
@@ -251,7 +254,7 @@ def test_pool_retries_a_crashed_actor_on_another(ray_cluster, tmp_path, chapter_
     """A worker that dies once: the shard runs again on a replacement actor and succeeds."""
     import ray.cloudpickle
 
-    from chromaflow.stages import ingest, lines, retrieve
+    from chromaflow.stages import ingest, instances, lines, retrieve
     from chromaflow.stages.workers import PooledStages
 
     config = load_config(overrides=["job.shard_size=8", "ray.num_actors=1", "ray.max_shard_attempts=2"])
@@ -260,6 +263,7 @@ def test_pool_retries_a_crashed_actor_on_another(ray_cluster, tmp_path, chapter_
     job.write_info({"name": "ch", "kind": "chapter", "source": "", "refs": "", "config": {}, "num_shards": 1})
     ingest.run(job, chapter_dir, config)
     lines.run(job, 0, config)
+    instances.run(job, 0, config)
     marker = tmp_path / "crashed-once"
 
     class CrashOnceRunner(PooledStages):
