@@ -31,16 +31,9 @@ import sys
 import time
 from pathlib import Path
 
+from chromaflow.training.random_base import SD15_UNET, SD15_VAE  # plain dicts: imports no diffusers
+
 FIXTURE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "colorflow_tiny"
-SD15_UNET = dict(
-    block_out_channels=(320, 640, 1280, 1280), layers_per_block=2,
-    down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-    up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-    cross_attention_dim=768, attention_head_dim=8, norm_num_groups=32, sample_size=64, in_channels=4, out_channels=4)
-SD15_VAE = dict(
-    block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
-    up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=2, latent_channels=4, norm_num_groups=32,
-    sample_size=512)
 SD15_SCHEDULER = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                       prediction_type="epsilon", steps_offset=1)
 LORA_TARGETS = ["to_k", "to_q", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2"]

@@ -27,7 +27,7 @@ from chromaflow.storage.sources import (CHAPTER, EPISODE, PageEntry, PageReadErr
 from chromaflow.storage.video import VideoFrame, VideoInfo, VideoReader
 
 from .registry import INGEST, stage_config_sha
-from .runner import finish_shard, output_intact
+from .runner import batched, finish_shard, output_intact
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +146,7 @@ def _ingest_episode(source: Path, job: JobDir, config: Config) -> IngestSummary:
     config_sha = stage_config_sha(config, INGEST)
     fingerprint = file_fingerprint(source)
     summary = IngestSummary(EPISODE, 0, 0, fps=reader.info.fps / ing.video_stride)
-    for shard, batch in enumerate(_batched(marked_frames(reader, ing, size), size)):
+    for shard, batch in enumerate(batched(marked_frames(reader, ing, size), size)):
         started = time.time()
         input_sha = hashlib.sha256(f"{fingerprint}:{shard}:{len(batch)}".encode()).hexdigest()
         summary.num_items += len(batch)
@@ -198,17 +198,6 @@ def video_facts(info: VideoInfo, reader: VideoReader) -> dict:
             "start_pts": info.start_pts, "duration": info.duration, "codec": info.codec, "audio": info.audio,
             "dropped": info.dropped, "skipped": [vars(s) for s in reader.skipped],
             "complete": reader.max_frames is None}
-
-
-def _batched(items: Iterator, size: int) -> Iterator[list]:
-    batch = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 def _ingested(job: JobDir, shard: int, input_sha: str, config_sha: str) -> bool:

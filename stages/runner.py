@@ -92,7 +92,7 @@ def run_shard(job: JobDir, stage: str, shard: int, config: Config, process_batch
     failed: list[dict[str, str]] = []
 
     def outputs() -> Iterator[Sample]:
-        for batch in _batches(joined_inputs(job, stage, shard), max(1, batch_size)):
+        for batch in batched(joined_inputs(job, stage, shard), max(1, batch_size)):
             try:
                 results = process_batch(batch)
             except Exception as exc:
@@ -130,7 +130,8 @@ def joined_inputs(job: JobDir, stage: str, shard: int) -> Iterator[tuple[str, di
             yield key, joined
 
 
-def _batches(items: Iterator, size: int) -> Iterator[list]:
+def batched(items: Iterator, size: int) -> Iterator[list]:
+    """Lists of `size` items in order (the last may be shorter)."""
     batch = []
     for item in items:
         batch.append(item)
