@@ -50,6 +50,8 @@ class LinesConfig(_Section):
     xdog_epsilon: float = 0.0
     screentone_smoothing: bool = True
     min_component_area: int = Field(6, ge=0)
+    # Page styles (models/page_styles.py) and descreening (models/descreen.py).
+    descreen: bool = True
 
 
 class RetrievalConfig(_Section):

@@ -5,7 +5,8 @@ it); `evaluate_flow` is the Prefect flow around it that also publishes a table a
 Outputs, written atomically into `out`:
 - metrics.json     {"backends": {NAME: {overall metrics, "line_f1", "pairs", "identities": {...}}},
                     "kinds": {NAME: {"pose": {...}, "recolor": {...}}}, "problems": [...], ...}
-- metrics.parquet  one row per (backend, pair)
+                   for the first variant, and "variants": {NAME: {"STYLE/CONDITION": {same + "kinds"}}}
+- metrics.parquet  one row per (backend, variant, pair)
 - report.html      image grid (line, reference, every backend, ground truth) + sortable table
 """
 
@@ -24,8 +25,8 @@ from prefect import flow
 
 from chromaflow.config import Config, load_config
 from chromaflow.models.evaluation import (
-    METRIC_KEYS, PairResult, aggregate, aggregate_kinds, check_backends, default_backends, evaluate_pair,
-    load_identity_views, make_pairs, sanitize, thumbnail)
+    METRIC_KEYS, PairResult, Variants, aggregate, aggregate_kinds, check_backends, default_backends, evaluate_case,
+    load_identity_views, make_pairs, pair_case, sanitize, thumbnail)
 from chromaflow.storage.atomic import write_bytes, write_json
 from chromaflow.storage.eval_dataset import scan_eval_dataset
 from chromaflow.storage.images import encode_jpeg
@@ -35,15 +36,19 @@ log = logging.getLogger(__name__)
 REPORT_MAX_ROWS_PER_IDENTITY = 6  # grid rows per identity; the table lists every pair
 
 
-def run_evaluation(dataset: str | Path, out: str | Path, config: Config, backends: list[str] | None = None) -> dict:
-    """Evaluate `backends` (default: the configured one plus the baselines) on `dataset`;
-    write metrics.json, metrics.parquet and report.html into `out`; return the metrics dict."""
+def run_evaluation(dataset: str | Path, out: str | Path, config: Config, backends: list[str] | None = None,
+                   variants: Variants | None = None) -> dict:
+    """Evaluate `backends` (default: the configured one plus the baselines) on `dataset`
+    in every case of `variants` (default: line art as it is); write metrics.json,
+    metrics.parquet and report.html into `out`; return the metrics dict."""
     out = Path(out)
+    variants = variants or Variants()
     backends = list(dict.fromkeys(backends)) if backends else default_backends(config)
     check_backends(backends)
     data = scan_eval_dataset(dataset)
     problems = list(data.problems)
-    results: dict[str, list[PairResult]] = {b: [] for b in backends}
+    names = variants.names()
+    results: dict[str, dict[str, list[PairResult]]] = {b: {v: [] for v in names} for b in backends}
     line_f1: list[float] = []
     line_f1_gray: list[float] = []
     grid_rows: list[dict] = []
@@ -54,16 +59,19 @@ def run_evaluation(dataset: str | Path, out: str | Path, config: Config, backend
         pairs = make_pairs(identity.name, identity.kind, views)
         log.info("%s (%s): %d views, %d pairs", identity.name, identity.kind, len(views), len(pairs))
         for n, pair in enumerate(pairs):
-            row = {"identity": identity.name, "view": pair.target.view.name,
-                   "line": thumbnail(pair.target.line_rgb), "reference": thumbnail(pair.references[0].color),
-                   "truth": thumbnail(pair.truth.color), "outputs": {}}
-            for backend in backends:
-                result = evaluate_pair(pair, backend, config)
-                results[backend].append(result)
-                row["outputs"][backend] = thumbnail(result.output)
-            if n < REPORT_MAX_ROWS_PER_IDENTITY:
-                grid_rows.append(row)
-    if not any(results.values()):
+            for v, name in enumerate(names):
+                style, condition = name.split("/")
+                case = pair_case(pair, style, condition)
+                row = {"identity": identity.name, "view": pair.target.view.name, "variant": name,
+                       "line": thumbnail(case.page), "reference": thumbnail(case.references[0]),
+                       "truth": thumbnail(case.truth), "outputs": {}}
+                for backend in backends:
+                    result = evaluate_case(pair, case, style, condition, backend, config)
+                    results[backend][name].append(result)
+                    row["outputs"][backend] = thumbnail(result.output)
+                if n < (REPORT_MAX_ROWS_PER_IDENTITY if v == 0 else 1):
+                    grid_rows.append(row)
+    if not any(rs for per_variant in results.values() for rs in per_variant.values()):
         problems.append(f"{dataset}: no evaluable pairs (every identity needs two readable views)")
     # Identity retrieval (issue 4): line art of view i against every identity's colored
     # views without view i; needs two identities to mean anything.
@@ -74,10 +82,15 @@ def run_evaluation(dataset: str | Path, out: str | Path, config: Config, backend
         retrieval = retrieval_topk_accuracy(dataset, config)
     mean_f1 = float(np.mean(line_f1)) if line_f1 else float("nan")
     mean_f1_gray = float(np.mean(line_f1_gray)) if line_f1_gray else float("nan")
+    first = names[0]
     metrics = sanitize({
         "dataset": str(dataset),
-        "backends": {b: aggregate(rs, mean_f1, mean_f1_gray) for b, rs in results.items()},
-        "kinds": {b: aggregate_kinds(rs) for b, rs in results.items()},
+        # The first variant (line/plain unless --styles says otherwise), as before variants.
+        "variant": first,
+        "backends": {b: aggregate(rs[first], mean_f1, mean_f1_gray) for b, rs in results.items()},
+        "kinds": {b: aggregate_kinds(rs[first]) for b, rs in results.items()},
+        "variants": {b: {name: {**aggregate(rs[name], mean_f1, mean_f1_gray), "kinds": aggregate_kinds(rs[name])}
+                         for name in names} for b, rs in results.items()},
         **{k: retrieval[k] for k in ("retrieval_top1", "retrieval_top3") if k in retrieval},
         "problems": problems,
         "config_hash": config.section_hash("lines", "colorize"),
@@ -89,18 +102,22 @@ def run_evaluation(dataset: str | Path, out: str | Path, config: Config, backend
     return metrics
 
 
-def _parquet_bytes(results: dict[str, list[PairResult]]) -> bytes:
+def _parquet_bytes(results: dict[str, dict[str, list[PairResult]]]) -> bytes:
     rows = []
-    for backend, rs in results.items():
-        for r in rs:
-            row = {"backend": backend, "identity": r.identity, "kind": r.kind, "view": r.view,
-                   "references": ",".join(r.references), "seconds": r.seconds}
-            row.update({k: (None if r.metrics[k] != r.metrics[k] else float(r.metrics[k])) for k in METRIC_KEYS})
-            row["segments"] = int(r.metrics["segments"])
-            rows.append(row)
-    schema = pa.schema([("backend", pa.string()), ("identity", pa.string()), ("kind", pa.string()),
-                        ("view", pa.string()), ("references", pa.string()), ("seconds", pa.float64())]
-                       + [(k, pa.float64()) for k in METRIC_KEYS] + [("segments", pa.int64())])
+    for backend, per_variant in results.items():
+        for rs in per_variant.values():
+            for r in rs:
+                row = {"backend": backend, "style": r.style, "condition": r.condition, "identity": r.identity,
+                       "kind": r.kind, "view": r.view, "references": ",".join(r.references), "seconds": r.seconds}
+                row.update({k: (None if r.metrics[k] != r.metrics[k] else float(r.metrics[k])) for k in METRIC_KEYS})
+                row["segments"] = int(r.metrics["segments"])
+                row["low_confidence_regions"] = len(r.diagnostics.get("low_confidence", []))
+                rows.append(row)
+    schema = pa.schema([("backend", pa.string()), ("style", pa.string()), ("condition", pa.string()),
+                        ("identity", pa.string()), ("kind", pa.string()), ("view", pa.string()),
+                        ("references", pa.string()), ("seconds", pa.float64())]
+                       + [(k, pa.float64()) for k in METRIC_KEYS]
+                       + [("segments", pa.int64()), ("low_confidence_regions", pa.int64())])
     table = pa.Table.from_pylist(rows, schema=schema)
     buf = io.BytesIO()
     pq.write_table(table, buf)
@@ -116,7 +133,23 @@ def _fmt(value) -> str:
     return "–" if value is None else (f"{value:.3f}" if isinstance(value, float) else str(value))
 
 
-def render_report(metrics: dict, results: dict[str, list[PairResult]], grid_rows: list[dict]) -> str:
+def _summary_table(metrics: dict, results: dict[str, dict[str, list[PairResult]]]) -> list[str]:
+    """One row per (backend, variant)."""
+    esc = html.escape
+    summary_keys = list(METRIC_KEYS) + ["line_f1", "pairs"]
+    parts = ["<table class='sortable'><thead><tr><th>backend</th><th>variant</th>"]
+    parts += [f"<th>{k}</th>" for k in summary_keys] + ["<th>seconds/pair</th></tr></thead><tbody>"]
+    for b, per_variant in results.items():
+        for name, rs in per_variant.items():
+            m = metrics["variants"][b][name]
+            seconds = float(np.mean([r.seconds for r in rs])) if rs else None
+            parts.append(f"<tr><td>{esc(b)}</td><td>{esc(name)}</td>"
+                         + "".join(f"<td>{_fmt(m.get(k))}</td>" for k in summary_keys) + f"<td>{_fmt(seconds)}</td></tr>")
+    parts.append("</tbody></table>")
+    return parts
+
+
+def render_report(metrics: dict, results: dict[str, dict[str, list[PairResult]]], grid_rows: list[dict]) -> str:
     backends = list(results)
     esc = html.escape
     parts = ["<!doctype html><html><head><meta charset='utf-8'><title>chromaflow evaluation</title><style>",
@@ -124,36 +157,30 @@ def render_report(metrics: dict, results: dict[str, list[PairResult]], grid_rows
              "td,th{border:1px solid #ccc;padding:3px 6px;font-size:13px;text-align:right}",
              "th{cursor:pointer;background:#eee} img{width:160px;display:block}",
              ".grid td{text-align:center;vertical-align:top}</style></head><body>",
-             f"<h1>Evaluation of {esc(str(metrics['dataset']))}</h1>", "<h2>Overall</h2>",
-             "<table class='sortable'><thead><tr><th>backend</th>"]
-    summary_keys = list(METRIC_KEYS) + ["line_f1", "pairs"]
-    parts += [f"<th>{k}</th>" for k in summary_keys] + ["<th>seconds/pair</th></tr></thead><tbody>"]
-    for b in backends:
-        m = metrics["backends"][b]
-        seconds = float(np.mean([r.seconds for r in results[b]])) if results[b] else None
-        parts.append(f"<tr><td>{esc(b)}</td>" + "".join(f"<td>{_fmt(m.get(k))}</td>" for k in summary_keys)
-                     + f"<td>{_fmt(seconds)}</td></tr>")
-    parts.append("</tbody></table>")
+             f"<h1>Evaluation of {esc(str(metrics['dataset']))}</h1>", "<h2>Overall</h2>"]
+    parts += _summary_table(metrics, results)
     if metrics["problems"]:
         parts.append("<h2>Problems</h2><ul>" + "".join(f"<li>{esc(p)}</li>" for p in metrics["problems"]) + "</ul>")
-    parts.append("<h2>Examples</h2><table class='grid'><tr><th>pair</th><th>line</th><th>reference</th>"
+    parts.append("<h2>Examples</h2><table class='grid'><tr><th>pair</th><th>page</th><th>reference</th>"
                  + "".join(f"<th>{esc(b)}</th>" for b in backends) + "<th>ground truth</th></tr>")
     for row in grid_rows:
-        parts.append(f"<tr><td>{esc(row['identity'])}<br>{esc(row['view'])}</td><td>{_img_tag(row['line'])}</td>"
-                     f"<td>{_img_tag(row['reference'])}</td>"
+        parts.append(f"<tr><td>{esc(row['identity'])}<br>{esc(row['view'])}<br>{esc(row['variant'])}</td>"
+                     f"<td>{_img_tag(row['line'])}</td><td>{_img_tag(row['reference'])}</td>"
                      + "".join(f"<td>{_img_tag(row['outputs'][b])}</td>" for b in backends)
                      + f"<td>{_img_tag(row['truth'])}</td></tr>")
     parts.append("</table><h2>All pairs (click a header to sort)</h2><table class='sortable'><thead><tr>"
-                 "<th>backend</th><th>identity</th><th>kind</th><th>view</th><th>references</th>"
-                 + "".join(f"<th>{k}</th>" for k in METRIC_KEYS) + "<th>seconds</th></tr></thead><tbody>")
+                 "<th>backend</th><th>variant</th><th>identity</th><th>kind</th><th>view</th><th>references</th>"
+                 + "".join(f"<th>{k}</th>" for k in METRIC_KEYS) + "<th>low-confidence regions</th>"
+                 "<th>seconds</th></tr></thead><tbody>")
     for b in backends:
-        for r in results[b]:
-            refs = ",".join(r.references)
-            parts.append(f"<tr><td>{esc(b)}</td><td>{esc(r.identity)}</td><td>{esc(r.kind)}</td><td>{esc(r.view)}</td>"
-                         f"<td>{esc(refs[:40])}</td>"
-                         + "".join(f"<td>{_fmt(float(r.metrics[k]) if r.metrics[k] == r.metrics[k] else None)}</td>"
-                                   for k in METRIC_KEYS)
-                         + f"<td>{r.seconds:.3f}</td></tr>")
+        for rs in results[b].values():
+            for r in rs:
+                refs = ",".join(r.references)
+                parts.append(f"<tr><td>{esc(b)}</td><td>{esc(r.variant)}</td><td>{esc(r.identity)}</td>"
+                             f"<td>{esc(r.kind)}</td><td>{esc(r.view)}</td><td>{esc(refs[:40])}</td>"
+                             + "".join(f"<td>{_fmt(float(r.metrics[k]) if r.metrics[k] == r.metrics[k] else None)}</td>"
+                                       for k in METRIC_KEYS)
+                             + f"<td>{len(r.diagnostics.get('low_confidence', []))}</td><td>{r.seconds:.3f}</td></tr>")
     parts.append("</tbody></table>")
     parts.append(_SORT_SCRIPT + "</body></html>")
     return "\n".join(parts)
@@ -179,11 +206,15 @@ document.querySelectorAll('table.sortable th').forEach(function (th) {
 
 @flow(name="evaluate")
 def evaluate_flow(dataset: str, out: str, config_path: str | None = None, overrides: list[str] | None = None,
-                  backends: list[str] | None = None) -> dict:
-    """Prefect flow: run_evaluation plus a table artifact with one row per backend."""
+                  backends: list[str] | None = None, styles: list[str] | None = None,
+                  conditions: list[str] | None = None) -> dict:
+    """Prefect flow: run_evaluation plus a table artifact with one row per backend.
+    `styles` (line, gray, tone) and `conditions` (plain, warp, framing, balloons) pick the
+    evaluated cases (models/eval_variants.py); default: line art, plain."""
     from chromaflow.tasks.evaluate import evaluate_dataset, publish_metrics_table
 
     config = load_config(config_path, overrides)
-    metrics = evaluate_dataset(dataset, out, config, backends)
+    variants = Variants(tuple(styles or ("line",)), tuple(conditions or ("plain",)))
+    metrics = evaluate_dataset(dataset, out, config, backends, variants)
     publish_metrics_table(metrics)
     return metrics

@@ -14,10 +14,11 @@ TABLE_KEYS = ("flat_color_accuracy", "background_accuracy", "segment_accuracy", 
 
 
 @task(name="evaluate-dataset")
-def evaluate_dataset(dataset: str | Path, out: str | Path, config: Config, backends: list[str] | None) -> dict:
+def evaluate_dataset(dataset: str | Path, out: str | Path, config: Config, backends: list[str] | None,
+                     variants=None) -> dict:
     from chromaflow.flows.evaluate import run_evaluation
 
-    return run_evaluation(dataset, out, config, backends)
+    return run_evaluation(dataset, out, config, backends, variants)
 
 
 def metrics_table(metrics: dict) -> list[dict]:

@@ -40,6 +40,18 @@ class ColorizeRequest:
     # identities on this page; backends snap their fills to them. None: no memory.
     palette: np.ndarray | None = None
     palette_tolerance: float = 8.0
+    # Filled by the backend with JSON-serialisable facts about this page (the colorize stage
+    # copies it into the color shard's JSON and report.html). Keys, all optional:
+    #   "style":           the page style the backend handled: line | gray | tone | color
+    #   "color_page_kept": true when a color page was passed through unchanged
+    #   "screens":         detected halftone screens, [{"period": px, "angle": deg, "strength": x}]
+    #   "regions":         number of page regions colored
+    #   "low_confidence":  regions whose color is a guess, [{"box": [x0, y0, x1, y1],
+    #                      "confidence": 0..1, "color": [r, g, b]}] in request pixels
+    #   "balloons":        speech balloons kept as paper, [[x0, y0, x1, y1], ...]
+    #   "warnings":        one-line messages naming the page (no strokes, all screentone,
+    #                      reference without flat colors, ...)
+    diagnostics: dict = field(default_factory=dict)
 
 
 class Colorizer(Protocol):
