@@ -259,7 +259,7 @@ def aggregate_kinds(results: list[PairResult]) -> dict:
 
 def default_backends(config: Config) -> list[str]:
     """The configured backend first, then the baselines it has to beat."""
-    return list(dict.fromkeys([config.colorize.backend, "palette", "welsh"]))
+    return list(dict.fromkeys([config.colorize.backend, "gray_rank", "welsh"]))
 
 
 def check_backends(backends: list[str]) -> None:

@@ -126,6 +126,8 @@ def run_color_shard(job: JobDir, shard: int, config: Config, colorizer: Colorize
                     "identities": sorted({i for r in requests_of_page for i in r.identities}),
                     "references": sorted({ref.name for r in requests_of_page for ref in r.references}),
                     "panels": len(panels)}
+            # Per panel: what the backend reported (style, low-confidence boxes in panel pixels, ...).
+            meta["diagnostics"] = [{"panel": list(box), **r.diagnostics} for box, r in panels if r.diagnostics]
             outputs.append({"png": encode_png(result), "json": json_bytes(meta)})
         return outputs
 

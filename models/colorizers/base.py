@@ -29,7 +29,7 @@ class ColorizeRequest:
     key: str  # sample key, e.g. "p000012"
     page: np.ndarray  # RGB uint8 original page, scaled to the colorize work size
     lines: np.ndarray  # uint8 H x W line art of the page, 0 = ink, 255 = paper
-    kind: str  # what the source page is: "lineart", "gray" (manga, screentones) or "color"
+    kind: str  # page style (models/page_styles.py): "line", "gray", "tone" or "color" ("lineart" = line)
     references: list[Reference] = field(default_factory=list)
     identities: list[str] = field(default_factory=list)
     scene_id: int = 0  # episodes: frames of one scene share colors
