@@ -52,7 +52,7 @@ class ReferenceView:
 def region_descriptors(labels: np.ndarray, count: int, frame: Frame) -> np.ndarray:
     """(count, 6): center x, center y (frame-relative), sqrt(area), bbox width, bbox height
     (all / frame size) and fill ratio (area / bbox area). Row 0 (ink) is unused."""
-    cx0, cy0, scale = frame
+    cx0, cy0, scale = frame[:3]
     flat = labels.ravel()
     h, w = labels.shape
     ys, xs = np.divmod(np.arange(flat.size, dtype=np.int64), w)

@@ -7,7 +7,8 @@ non-rigid flow, and how well the two drawings agree around every pixel.
    finds the head of a full-body page and a full-body reference its close-up. The cost is
    a symmetric clipped chamfer distance of the strokes, counted only where the two
    overlap, plus a penalty for page strokes the reference does not cover; a small grid
-   around the best frame refines it (ALIGN_SCALES, ALIGN_SHIFTS).
+   around the best frame refines it (ALIGN_SCALES, ALIGN_SHIFTS), then the angle
+   (ALIGN_ANGLES).
 2. **Dense.** OpenCV's DIS optical flow between blurred stroke images of the page and of
    the globally mapped reference follows what one similarity cannot: bent limbs, a turned
    head, a warped scan (Kroeger et al. 2016; BasicPBC warps references the same way
@@ -26,10 +27,13 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-Frame = tuple[float, float, float]  # center x, center y, size
+# Center x, center y, size, and (reference frames) the angle in radians by which page
+# coordinates turn on their way into the reference.
+Frame = tuple[float, ...]
 
 ALIGN_SCALES = (0.85, 0.92, 1.0, 1.08, 1.17)
 ALIGN_SHIFTS = (-0.12, -0.06, 0.0, 0.06, 0.12)
+ALIGN_ANGLES = (-15.0, -10.0, -5.0, 0.0, 5.0, 10.0, 15.0)  # degrees
 COARSE_SCALES = (0.4, 0.55, 0.75, 1.0, 1.35, 1.8, 2.5)  # reference size / page drawing size
 COARSE_POSITIONS = 5  # per axis, over the page's ink box
 ALIGN_POINTS = 600
@@ -79,10 +83,12 @@ def ink_points(ink: np.ndarray, limit: int = ALIGN_POINTS) -> np.ndarray:
 
 def _map_points(points: np.ndarray, src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Points (N x 2) in frames src mapped into frames dst, for F frame pairs at once
-    (src, dst: F x 3 arrays). Returns integer x, y of shape F x N."""
+    (src, dst: F x 4 arrays: center, size, angle). Returns integer x, y of shape F x N."""
     s = (dst[:, 2] / src[:, 2])[:, None]
-    x = (points[None, :, 0] - src[:, 0:1]) * s + dst[:, 0:1]
-    y = (points[None, :, 1] - src[:, 1:2]) * s + dst[:, 1:2]
+    a = (dst[:, 3] - src[:, 3])[:, None]
+    dx, dy = points[None, :, 0] - src[:, 0:1], points[None, :, 1] - src[:, 1:2]
+    x = (np.cos(a) * dx - np.sin(a) * dy) * s + dst[:, 0:1]
+    y = (np.sin(a) * dx + np.cos(a) * dy) * s + dst[:, 1:2]
     return np.rint(x).astype(np.int64), np.rint(y).astype(np.int64)
 
 
@@ -97,7 +103,7 @@ class _Chamfer:
     """Partial symmetric chamfer cost of mapping reference frames onto the page frame."""
 
     def __init__(self, page_ink: np.ndarray, ref_ink: np.ndarray, page_frame: Frame):
-        self.page_frame = np.array(page_frame, np.float64)
+        self.page_frame = np.array(tuple(page_frame[:3]) + (0.0,), np.float64)
         self.clip = ALIGN_CLIP * page_frame[2]
         self.page_dt = np.minimum(cv2.distanceTransform((~page_ink).astype(np.uint8), cv2.DIST_L2, 3), self.clip)
         self.ref_dt = cv2.distanceTransform((~ref_ink).astype(np.uint8), cv2.DIST_L2, 3)
@@ -135,22 +141,26 @@ def align_frames(page_ink: np.ndarray, ref_ink: np.ndarray) -> tuple[Frame, Fram
         return page_frame, ref_frame, 0.0
     chamfer = _Chamfer(page_ink, ref_ink, page_frame)
     pcx, pcy, ps = page_frame
-    frames = [ref_frame]
+    frames = [ref_frame + (0.0,)]
     for scale in COARSE_SCALES:
         # The reference's drawing spans `scale` x the page's; its center moves over the
         # part of the page where one of the two drawings still contains the other.
         span = scale * ps
         offsets = np.linspace(-1.0, 1.0, COARSE_POSITIONS) * abs(span - ps) / 2.0 if scale != 1.0 else (0.0,)
-        frames += [_page_to_ref_frame(page_frame, (pcx + ox, pcy + oy), ref_frame, span)
+        frames += [_page_to_ref_frame(page_frame, (pcx + ox, pcy + oy), ref_frame, span) + (0.0,)
                    for oy in offsets for ox in offsets]
     frames = np.array(frames, np.float64)
     cost, _ = chamfer.costs(frames)
-    rcx, rcy, rs = frames[int(np.argmin(cost))]
-    fine = np.array([(rcx + dx * rs * scale, rcy + dy * rs * scale, rs * scale)
+    rcx, rcy, rs, _ = frames[int(np.argmin(cost))]
+    fine = np.array([(rcx + dx * rs * scale, rcy + dy * rs * scale, rs * scale, 0.0)
                      for scale in ALIGN_SCALES for dy in ALIGN_SHIFTS for dx in ALIGN_SHIFTS], np.float64)
     cost, fit = chamfer.costs(fine)
-    best = int(np.argmin(cost))
-    return page_frame, tuple(float(v) for v in fine[best]), float(fit[best])
+    best = fine[int(np.argmin(cost))]
+    # Then the turn (a scanned page is rarely straight, a head tilts).
+    turned = np.array([tuple(best[:3]) + (np.deg2rad(a),) for a in ALIGN_ANGLES], np.float64)
+    cost, fit = chamfer.costs(turned)
+    i = int(np.argmin(cost))
+    return page_frame, tuple(float(v) for v in turned[i]), float(fit[i])
 
 
 def _page_to_ref_frame(page_frame: Frame, center: tuple[float, float], ref_frame: Frame, ref_size_on_page: float
@@ -167,9 +177,10 @@ def frame_maps(page_frame: Frame, ref_frame: Frame, shape: tuple[int, int]) -> t
     """Reference coordinates of every page pixel under the global alignment."""
     h, w = shape
     s = ref_frame[2] / page_frame[2]
-    xs = (np.arange(w, dtype=np.float32) - page_frame[0]) * s + ref_frame[0]
-    ys = (np.arange(h, dtype=np.float32) - page_frame[1]) * s + ref_frame[1]
-    map_x, map_y = np.meshgrid(xs, ys)
+    a = ref_frame[3] if len(ref_frame) > 3 else 0.0
+    dx, dy = np.meshgrid(np.arange(w, dtype=np.float32) - page_frame[0], np.arange(h, dtype=np.float32) - page_frame[1])
+    map_x = (np.cos(a) * dx - np.sin(a) * dy) * s + ref_frame[0]
+    map_y = (np.sin(a) * dx + np.cos(a) * dy) * s + ref_frame[1]
     return map_x.astype(np.float32), map_y.astype(np.float32)
 
 
