@@ -99,7 +99,7 @@ def cases(n_refs: int):
 
 
 def bench(name, page, refs, repeat: int, work_size: int) -> dict:
-    from chromaflow.config import Config
+    from chromaflow.conf import Config
     from chromaflow.models.colorizers.base import ColorizeRequest
     from chromaflow.models.colorizers.region import RegionColorizer
     from chromaflow.models.lines import extract_lines

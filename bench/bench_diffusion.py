@@ -123,7 +123,7 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="bfloat16", choices=["float32", "float16", "bfloat16"])
@@ -136,25 +136,12 @@ def main() -> None:
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="GPU dense bf16 peak (H100 SXM: 989)")
     parser.add_argument("--full-size", action="store_true", help="SD1.5-size models also on CPU (a dry run of the GPU path)")
     parser.add_argument("--query", default=None, help="query WxH (default: 512x800 with SD1.5-size models, 64x64 tiny)")
-    args = parser.parse_args()
+    parser.add_argument("--json", type=Path, help="also write the result here")
+    return parser.parse_args()
 
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    gpu = device.startswith("cuda")
-    full_size = gpu or args.full_size
-    if full_size:
-        query_w, query_h = 512, 800
-        components = sd15_size_components(device)
-        dtype = getattr(torch, args.dtype) if gpu else torch.float32
-    else:
-        query_w, query_h = 64, 64
-        components = tiny_components()
-        dtype = torch.float32
-    if args.query:
-        query_w, query_h = (int(v) for v in args.query.lower().split("x"))
-    options = PipelineOptions(steps=args.steps, guidance_scale=args.guidance)
-    pipe = ColorFlowPipeline.from_components(
-        components, device=device, dtype=dtype, channels_last=gpu, torch_compile=args.compile, options=options
-    )
+
+def time_pages(pipe: ColorFlowPipeline, args, query_w: int, query_h: int) -> tuple[int, float, tuple[int, int]]:
+    """One warm-up batch, then args.pages pages timed. Returns (pages, seconds, GSRP size)."""
     rng = np.random.default_rng(0)
     canvas = rng.integers(0, 256, (2 * query_h, 2 * query_w, 3), dtype=np.uint8)
     mask = np.zeros(canvas.shape[:2], bool)
@@ -170,7 +157,7 @@ def main() -> None:
                 pipe.super_resolve(crop, gray, seed)
 
     run_batch(list(range(args.batch_pages)))  # warm-up (cudnn autotune, compile)
-    if gpu:
+    if pipe.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     _sync(pipe.device)
     start = time.perf_counter()
@@ -180,7 +167,24 @@ def main() -> None:
         run_batch(list(range(done, done + n)))
         done += n
     _sync(pipe.device)
-    seconds = time.perf_counter() - start
+    return done, time.perf_counter() - start, gsrp_size
+
+
+def main() -> None:
+    args = parse_args()
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    gpu = device.startswith("cuda")
+    full_size = gpu or args.full_size
+    query_w, query_h = (512, 800) if full_size else (64, 64)
+    if args.query:
+        query_w, query_h = (int(v) for v in args.query.lower().split("x"))
+    components = sd15_size_components(device) if full_size else tiny_components()
+    dtype = getattr(torch, args.dtype) if gpu else torch.float32
+    options = PipelineOptions(steps=args.steps, guidance_scale=args.guidance)
+    pipe = ColorFlowPipeline.from_components(
+        components, device=device, dtype=dtype, channels_last=gpu, torch_compile=args.compile, options=options
+    )
+    done, seconds, gsrp_size = time_pages(pipe, args, query_w, query_h)
     result = {
         "device": torch.cuda.get_device_name() if gpu else "cpu",
         "models": "SD1.5-size random weights" if full_size else "tiny random weights",
@@ -199,12 +203,17 @@ def main() -> None:
     if gpu:
         result["peak_gpu_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     if full_size:
-        rate = unet_tflops(pipe, args.batch_pages, (2 * query_h // 8, 2 * query_w // 8), repeats=5 if gpu else 1)
-        rate["fraction_of_peak"] = round(rate["unet_tflops"] / args.peak_tflops, 3) if gpu else None
-        result.update(rate)
+        try:  # FLOP counting through a compiled module may fail: keep the timing then
+            rate = unet_tflops(pipe, args.batch_pages, (2 * query_h // 8, 2 * query_w // 8), repeats=5 if gpu else 1)
+            rate["fraction_of_peak"] = round(rate["unet_tflops"] / args.peak_tflops, 3) if gpu else None
+            result.update(rate)
+        except Exception as exc:  # noqa: BLE001
+            result["unet_tflops_error"] = f"{type(exc).__name__}: {exc}".splitlines()[0]
     if not gpu:
         result["note"] = "no CUDA device: CPU only; GPU numbers (SD1.5 size, 512x800, bf16) are pending"
     print(json.dumps(result, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

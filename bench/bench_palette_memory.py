@@ -35,12 +35,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from chromaflow.config import load_config
+from chromaflow.conf import load_config
 from chromaflow.models.colorizers import Reference
 from chromaflow.models.evaluation import colorize_pair, load_identity_views, make_pairs
 from chromaflow.models.metrics import pair_metrics
 from chromaflow.models.segmentation import flat_colors, rgb_to_lab
-from chromaflow.retrieval.palette import memory_of_references
+from chromaflow.models.palette_memory import memory_of_references
 from chromaflow.storage.eval_dataset import POSE, scan_eval_dataset
 
 ACCURATE = 20.0  # CIELAB (8-bit scale) distance from the truth within which a part counts as colored right

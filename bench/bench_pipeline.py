@@ -28,10 +28,10 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 
 def stage_seconds(job_root: Path) -> dict[str, float]:
-    from chromaflow.storage.job import STAGES
+    from chromaflow.stages.registry import SHARD_SETS
 
     totals = {}
-    for stage in STAGES:
+    for stage in SHARD_SETS:
         totals[stage] = sum(json.loads(p.read_text())["seconds"] for p in (job_root / stage).glob("*.stats.json"))
     return totals
 
@@ -41,10 +41,10 @@ _runner = None
 
 def _init_worker(config_json: dict) -> None:
     global _runner
-    from chromaflow.config import Config
-    from chromaflow.ray_pool import ModelStageRunner
+    from chromaflow.conf import Config
+    from chromaflow.stages.workers import PooledStages
 
-    _runner = ModelStageRunner(Config.model_validate(config_json))
+    _runner = PooledStages(Config.model_validate(config_json))
 
 
 def _run_on_worker(stage: str, root: str, shard: int) -> dict:
@@ -55,16 +55,9 @@ def _run_on_worker(stage: str, root: str, shard: int) -> dict:
 
 def plain_pipeline(chapter: Path, refs: Path, out: Path, overrides: list[str]) -> float:
     """The same DAG without Prefect or Ray."""
-    from chromaflow.config import load_config
+    from chromaflow.conf import load_config
     from chromaflow.flows.colorize import prepare_job
-    from chromaflow.models.stages import run_lines_shard
-    from chromaflow.retrieval.palette import write_job_palette_memory
-    from chromaflow.retrieval.stage import run_retrieval_shard
-    from chromaflow.retrieval.store import ReferenceStore
-    from chromaflow.storage.export import export_job
-    from chromaflow.storage.ingest import ingest
-    from chromaflow.storage.manifest import write_manifest
-    from chromaflow.storage.report import write_report
+    from chromaflow.stages import export, ingest, lines, palette_memory, references, retrieve
 
     start = time.perf_counter()
     config = load_config(overrides=overrides)
@@ -74,21 +67,16 @@ def plain_pipeline(chapter: Path, refs: Path, out: Path, overrides: list[str]) -
     spawn = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(config.ray.num_actors, mp_context=spawn, initializer=_init_worker,
                                                 initargs=(cfg,)) as actors:
-        summary = ingest(chapter, job, config)
-        info = job.read_info()
-        info.update(num_shards=summary.num_shards, num_items=summary.num_items)
-        job.write_info(info)
-        store = ReferenceStore.build(refs, job.references, config)
-        write_job_palette_memory(store, job.palette_memory, config.colorize.palette_tolerance,
-                                 config.colorize.palette_memory_seed)
+        summary = ingest.run(job, chapter, config)
+        references.run(job, str(refs), config)
+        palette_memory.run(job, config)
         shards = range(summary.num_shards)
         with concurrent.futures.ThreadPoolExecutor(config.prefect.max_parallel_tasks) as threads:
-            list(threads.map(lambda k: run_lines_shard(job, k, config), shards))
-            list(threads.map(lambda k: run_retrieval_shard(job, k, config), shards))
-        for stage in ("color", "final"):
+            list(threads.map(lambda k: lines.run(job, k, config), shards))
+            list(threads.map(lambda k: retrieve.run(job, k, config), shards))
+        for stage in ("colorize", "upscale"):
             list(actors.map(_run_on_worker, [stage] * len(shards), [str(job.root)] * len(shards), shards))
-    exported = export_job(job)
-    write_report(job, write_manifest(job), exported["pages"], [])
+    export.run(job, [])
     return time.perf_counter() - start
 
 

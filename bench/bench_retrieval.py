@@ -65,7 +65,7 @@ def timed_search(index, queries, k):
 def bench_faiss(args) -> list[dict]:
     import faiss
 
-    from chromaflow.config import load_config
+    from chromaflow.conf import load_config
     from chromaflow.retrieval.index import build_index
 
     faiss.omp_set_num_threads(args.threads)
@@ -150,7 +150,7 @@ def bench_descriptor(args) -> list[dict]:
 
 
 def bench_identity(args) -> list[dict]:
-    from chromaflow.config import load_config
+    from chromaflow.conf import load_config
     from chromaflow.retrieval.evaluation import retrieval_topk_accuracy
 
     t0 = time.perf_counter()
@@ -168,9 +168,9 @@ def bench_store(args) -> list[dict]:
 
     import cv2
 
-    from chromaflow.config import load_config
+    from chromaflow.conf import load_config
     from chromaflow.models.lines import extract_lines
-    from chromaflow.retrieval.store import ReferenceStore
+    from chromaflow.retrieval.build import build_store
 
     cv2.setNumThreads(args.threads)
     config = load_config(overrides=args.set or None)
@@ -183,7 +183,7 @@ def bench_store(args) -> list[dict]:
             lines_files.append(color.with_name(color.name.replace("_color", "_line")))
         for label in ("build", "rebuild (all reused)"):
             t0 = time.perf_counter()
-            store = ReferenceStore.build(refs, Path(tmp) / "index", config)
+            store = build_store(refs, Path(tmp) / "index", config)
             sec = time.perf_counter() - t0
             rows.append({"step": label, "references": store.info["num_references"], "seconds": round(sec, 2),
                          "per_reference_ms": round(sec / store.info["num_references"] * 1000, 1)})

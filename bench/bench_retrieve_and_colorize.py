@@ -24,13 +24,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from chromaflow.config import load_config
+from chromaflow.conf import load_config
 from chromaflow.models.colorizers import ColorizeRequest, Reference, build_colorizer
 from chromaflow.models.lines import extract_lines
 from chromaflow.models.metrics import pair_metrics
 from chromaflow.retrieval.evaluation import _embed_views
 from chromaflow.retrieval.identity import UNKNOWN, assign_identities, identity_votes
-from chromaflow.retrieval.store import _pool_reference_scores
+from chromaflow.retrieval.search import pool_reference_scores
 from chromaflow.storage.eval_dataset import load_image, scan_eval_dataset
 from chromaflow.storage.images import resize_longest
 
@@ -61,7 +61,7 @@ def main() -> None:
             sims = queries[i] @ ref_vectors[keep].T
             order = np.argsort(-sims, axis=1, kind="stable")
             scores, ids = np.take_along_axis(sims, order, axis=1), keep[order]
-            pooled = _pool_reference_scores(scores, ids, patch_reference)
+            pooled = pool_reference_scores(scores, ids, patch_reference)
             votes = identity_votes(pooled, identity_of, r.identity_votes, r.identity_temperature)
             chosen = assign_identities(votes, threshold)
             if chosen != [UNKNOWN]:

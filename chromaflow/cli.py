@@ -7,6 +7,8 @@
     chromaflow evaluate DATASET --out DIR [--backend NAME ...] [--styles line,gray,tone] [--warp] [--framing] [--balloons]
     chromaflow index REFS --out INDEX_DIR
     chromaflow convert-weights SRC DST
+    chromaflow build-training-set SRC --out DATA
+    chromaflow train-colorizer DATA --out RUN_DIR     (and train-guided-sr)
 
 Exit codes: 0 done, 1 finished with failed pages/shards (summary printed), 2 bad input
 or configuration (one line naming the file or key).
@@ -30,10 +32,10 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 console = Console(stderr=True)
 
 def _user_errors() -> tuple[type[Exception], ...]:
-    from chromaflow.config import ConfigError
-    from chromaflow.retrieval.palette import PaletteMemoryError
+    from chromaflow.conf import ConfigError
+    from chromaflow.models.palette_memory import PaletteMemoryError
     from chromaflow.retrieval.references import ReferenceFolderError
-    from chromaflow.retrieval.store import StoreError
+    from chromaflow.retrieval.store_format import StoreError
     from chromaflow.storage.eval_dataset import EvalDatasetError
     from chromaflow.storage.images import ImageError
     from chromaflow.storage.sources import SourceError
@@ -67,20 +69,21 @@ class _ProgressWatcher:
             self._thread.join(timeout=2)
 
     def _run(self) -> None:
-        from chromaflow.storage.job import STAGES, JobDir
+        from chromaflow.stages.registry import SHARD_SETS
+        from chromaflow.storage.job import JobDir
         from chromaflow.storage.manifest import manifest_rows
 
         with Progress(TextColumn("{task.description:>10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=console, transient=True) as progress:
-            bars = {stage: progress.add_task(stage, total=None) for stage in STAGES}
+            bars = {stage: progress.add_task(stage, total=None) for stage in SHARD_SETS}
             while not self._stop.wait(0.5):
                 try:
                     job = JobDir.open(self.job_root)
-                    rows = manifest_rows(job)
+                    rows = manifest_rows(job, SHARD_SETS)
                 except (FileNotFoundError, KeyError, ValueError):
                     continue
                 shards = job.num_shards()
-                for stage in STAGES:
+                for stage in SHARD_SETS:
                     done = sum(1 for r in rows if r["stage"] == stage and r["status"] in ("ok", "partial", "failed"))
                     progress.update(bars[stage], total=shards or None, completed=done)
 
@@ -115,7 +118,7 @@ def colorize(
     set_: list[str] = typer.Option([], "--set", help="Override a config key: --set colorize.work_size=768"),
 ) -> None:
     """Colorize a chapter or an episode."""
-    from chromaflow.config import load_config
+    from chromaflow.conf import load_config
     from chromaflow.flows.colorize import colorize as run_colorize
 
     try:
@@ -141,21 +144,22 @@ def rerun(out: Path = typer.Argument(..., help="An existing job folder.")) -> No
 @app.command()
 def status(out: Path = typer.Argument(..., help="An existing job folder.")) -> None:
     """Per-shard status table from the job's stats files (also rewrites manifest.parquet)."""
-    from chromaflow.storage.job import STAGES, JobDir
+    from chromaflow.stages.registry import SHARD_SETS
+    from chromaflow.storage.job import JobDir
     from chromaflow.storage.manifest import write_manifest
 
     if not (out / "job.json").exists():
         _fail(f"{out}: not a chromaflow job folder (no job.json)")
     job = JobDir.open(out)
-    rows = write_manifest(job)
+    rows = write_manifest(job, SHARD_SETS)
     colors = {"ok": "green", "partial": "yellow", "failed": "red", "missing": "dim"}
     table = Table(title=f"{job.name} · {job.num_shards()} shards")
     table.add_column("shard")
-    for stage in STAGES:
+    for stage in SHARD_SETS:
         table.add_column(stage)
     for shard in range(job.num_shards()):
         cells = []
-        for stage in STAGES:
+        for stage in SHARD_SETS:
             row = next(r for r in rows if r["shard"] == shard and r["stage"] == stage)
             cells.append(f"[{colors[row['status']]}]{row['status']}[/] {row['samples']}")
         table.add_row(f"{shard:06d}", *cells)
@@ -193,7 +197,7 @@ def evaluate(
     balloons: bool = typer.Option(False, "--balloons", help="Also evaluate pages with a lettered speech balloon."),
 ) -> None:
     """Score colorizer backends on a line/color dataset (metrics.json, report.html)."""
-    from chromaflow.config import load_config
+    from chromaflow.conf import load_config
     from chromaflow.flows.evaluate import run_evaluation
     from chromaflow.models.evaluation import Variants
 
@@ -231,7 +235,7 @@ def index(
     set_: list[str] = typer.Option([], "--set"),
 ) -> None:
     """Build or update a reference index (flow build-reference-index)."""
-    from chromaflow.config import load_config
+    from chromaflow.conf import load_config
     from chromaflow.flows.build_index import build_reference_index
 
     try:
@@ -274,6 +278,71 @@ def convert_weights(src: Path = typer.Argument(...), dst: Path = typer.Argument(
     except (ValueError, OSError) as exc:
         _fail(str(exc))
     console.print(report)
+
+
+def _training_errors() -> tuple[type[Exception], ...]:
+    from chromaflow.models.colorflow.weights import WeightsError
+    from chromaflow.training.builders import TrainingSetupError
+    from chromaflow.training.dataset import DatasetError
+
+    return (*_user_errors(), DatasetError, TrainingSetupError, WeightsError)
+
+
+@app.command("build-training-set")
+def build_training_set(
+    source: Path = typer.Argument(..., help="Colored chapter/episode, or a folder of them (one per subfolder/CBZ/video)."),
+    out: Path = typer.Option(..., "--out", help="Training-set folder (created; reused to resume)."),
+    config: Optional[Path] = typer.Option(None, "--config"),
+    set_: list[str] = typer.Option([], "--set"),
+) -> None:
+    """Build WebDataset training shards from a colored archive (docs/training.md)."""
+    from chromaflow.conf import load_config
+    from chromaflow.flows.train import build_training_set as run_build
+
+    try:
+        load_config(config, set_)
+        summary = run_build(str(source), str(out), str(config) if config else None, set_)
+    except _training_errors() as exc:
+        _fail(str(exc))
+    for problem in summary["skipped"]:
+        console.print(f"[yellow]skipped:[/yellow] {problem}", highlight=False, soft_wrap=True)
+    console.print(f"training set: {out} · {summary['splits']} pages · {summary['shards']} shards "
+                  f"({summary['reused_shards']} reused)", highlight=False)
+
+
+def _train_command(kind: str, data: Path, out: Path, config: Optional[Path], set_: list[str]) -> None:
+    from chromaflow.conf import load_config
+    from chromaflow.flows.train import train_colorizer, train_guided_sr
+    from chromaflow.training.ray_train import TrainingError
+
+    flow_fn = train_colorizer if kind == "colorizer" else train_guided_sr
+    try:
+        load_config(config, set_)
+        summary = flow_fn(str(data), str(out), str(config) if config else None, set_)
+    except _training_errors() as exc:
+        _fail(str(exc))
+    except TrainingError as exc:
+        _fail(str(exc), code=1)
+    console.print(f"train-{kind}: {summary['steps']} steps · loss {summary['first_loss']:.4f} -> "
+                  f"{summary['last_loss']:.4f} · checkpoint {summary['checkpoint']}", highlight=False)
+
+
+@app.command("train-colorizer")
+def train_colorizer(data: Path = typer.Argument(..., help="Training-set folder (build-training-set)."),
+                    out: Path = typer.Option(..., "--out", help="Run folder (resumes from its newest checkpoint)."),
+                    config: Optional[Path] = typer.Option(None, "--config"),
+                    set_: list[str] = typer.Option([], "--set")) -> None:
+    """Fine-tune ColorFlow's ColorGuider + UNet LoRA on Ray Train."""
+    _train_command("colorizer", data, out, config, set_)
+
+
+@app.command("train-guided-sr")
+def train_guided_sr(data: Path = typer.Argument(..., help="Training-set folder (build-training-set)."),
+                    out: Path = typer.Option(..., "--out", help="Run folder (resumes from its newest checkpoint)."),
+                    config: Optional[Path] = typer.Option(None, "--config"),
+                    set_: list[str] = typer.Option([], "--set")) -> None:
+    """Train ColorFlow's guided super-resolution fusion module (GSRP) on Ray Train."""
+    _train_command("guided-sr", data, out, config, set_)
 
 
 def main() -> None:

@@ -65,7 +65,7 @@ def render_emoji(code: str, size: int, line_art: bool) -> np.ndarray:
     if line_art:
         svg = _line_only_svg(svg)
     png = cairosvg.svg2png(bytestring=svg.encode(), output_width=size, output_height=size, background_color="white")
-    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+    return np.asarray(Image.open(io.BytesIO(png), formats=["PNG"]).convert("RGB"))
 
 
 def _panel_page(characters: list[np.ndarray], page_size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:

@@ -3,7 +3,7 @@ reference index (`chromaflow index REFS --out INDEX_DIR`).
 
     refs/<identity>/*   ID pools          refs/*   the unnamed pool
 
-Re-running on the same folder embeds only new or changed files (see retrieval/store.py).
+Re-running on the same folder embeds only new or changed files (see retrieval/build.py).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 from prefect import flow
 from prefect.artifacts import create_table_artifact
 
-from chromaflow.config import load_config
+from chromaflow.conf import load_config
 from chromaflow.tasks.index import build_reference_index_task
 
 

@@ -1,9 +1,9 @@
-"""The colorize DAG as Prefect flows.
+"""The colorize DAG as Prefect flows (stages/registry.py is the stage table).
 
-    ingest ─▶ extract-lines ─▶ retrieve-references ─▶ colorize ─▶ upscale ─▶ export
-              (per shard)      (per shard)             (Ray actor pool, per shard)
-    build-reference-store ─▶ remember-palettes ──────────▲
-                             (each identity's colors, once per job)
+    ingest ─▶ lines ─▶ retrieve ─▶ colorize ─▶ upscale ─▶ export
+              (per shard)          (Ray actor pool, per shard)
+    references ─▶ palette_memory ──────▲
+                  (each identity's colors, once per job)
 
 `colorize-chapter` and `colorize-episode` run the same DAG on different sources;
 `rerun-failed-shards` runs it again on an existing job folder, where every (shard, stage)
@@ -19,23 +19,26 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 from prefect.artifacts import (create_link_artifact, create_markdown_artifact, create_progress_artifact,
                                create_table_artifact, update_progress_artifact)
+from prefect.task_runners import ThreadPoolTaskRunner
 
-from chromaflow.config import Config, load_config
+from chromaflow.conf import Config, load_config
 from chromaflow.flows.summary import JobIncomplete, JobSummary
-from chromaflow.models.stages import color_stage_inputs, stage_config_hash
-from chromaflow.ray_pool import StagePool
-from chromaflow.retrieval.palette import PaletteMemory
+from chromaflow.models.palette_memory import PaletteMemory
 from chromaflow.retrieval.references import scan_reference_folder
+from chromaflow.stages.pool import StagePool
+from chromaflow.stages.registry import FINAL, SHARD_SETS, SHARD_STAGES
+from chromaflow.stages.report import before_after_uris
+from chromaflow.stages.runner import is_done
+from chromaflow.stages.workers import PooledStages
 from chromaflow.storage.atomic import remove_stale_temp_files
 from chromaflow.storage.job import JobDir, safe_job_name
 from chromaflow.storage.manifest import incomplete_pairs, write_manifest
-from chromaflow.storage.report import before_after_uris
-from chromaflow.storage.shards import input_fingerprint, is_done, read_stats
+from chromaflow.storage.shards import read_stats
 from chromaflow.storage.sources import CHAPTER, EPISODE, SourceError, source_kind
-from chromaflow.tasks.job import export_task, ingest_task, palette_memory_task, reference_store_task
-from chromaflow.tasks.stages import colorize_task, extract_lines_task, retrieve_references_task, upscale_task
+from chromaflow.tasks.stages import (colorize_task, export_task, ingest_task, lines_task, palette_memory_task,
+                                     references_task, retrieve_task, upscale_task)
 
-SHARD_STAGES = ("lines", "retrieval", "color", "final")
+SHARD_TASKS = {"lines": lines_task, "retrieve": retrieve_task, "colorize": colorize_task, "upscale": upscale_task}
 
 
 def prepare_job(source: str, refs: str, out: str | None, config: Config, kind: str) -> JobDir:
@@ -71,76 +74,73 @@ def run_pipeline(job: JobDir, config: Config) -> JobSummary:
     retries = {"retries": config.prefect.task_retries, "retry_delay_seconds": config.prefect.retry_delay_seconds}
     summary = JobSummary(job_root=root, name=job.name, kind=info["kind"])
     finished_before = all_shards_finished(job)
-    ingest_future = ingest_task.with_options(**retries).submit(info["source"], root, cfg)
-    store_future = reference_store_task.with_options(**retries).submit(info["refs"], root, cfg)
-    # Ray and the actors (which load the models) start while ingest runs, unless an earlier
-    # run finished every shard (a rerun then needs no Ray at all). Ray is started from this
-    # thread on purpose: Ray ties its daemons' lives to the starting *thread*
-    # (PR_SET_PDEATHSIG), so a short-lived helper thread would take the cluster along.
-    pool = None if finished_before else StagePool(config)
-    try:
-        ingested = ingest_future.result()
-        summary.add_ingest(ingested)
-        store_future.result()
-        palette_memory_task.with_options(**retries)(root, cfg)
-        shards = list(range(ingested["num_shards"]))
-        progress = create_progress_artifact(0.0, key=_artifact_key(job, "progress"),
-                                            description=f"{job.name}: shard stages done")
-        total = max(1, len(shards) * len(SHARD_STAGES))
-        done = 0
-
-        def run_stage(stage: str, task_fn, targets: list[int], **extra) -> list[int]:
-            """Submit the stage for every target shard; return the shards that finished."""
-            nonlocal done
-            futures = {task_fn.submit(root, shard, cfg, **extra): shard for shard in targets}
-            finished = []
-            for future in futures:
-                future.wait()
-                shard = futures[future]
-                if future.state.is_completed():
-                    finished.append(shard)
-                    summary.add_shard_result(future.result())
-                else:
-                    summary.add_shard_failure(stage, shard, _state_error(future))
-                done += 1
-                update_progress_artifact(progress, 100.0 * done / total)
-            return sorted(finished)
-
-        ok = run_stage("lines", extract_lines_task.with_options(**retries), shards)
-        ok = run_stage("retrieval", retrieve_references_task.with_options(**retries), ok)
-        if pool is None and model_work_pending(job, ok, config):
-            pool = StagePool(config)
-        ok = run_stage("color", colorize_task, ok, pool=pool)
-        run_stage("final", upscale_task, ok, pool=pool)
-        update_progress_artifact(progress, 100.0)
-    finally:
-        if pool is not None:
-            pool.close()
+    with ThreadPoolTaskRunner(max_workers=config.prefect.max_parallel_tasks) as runner:
+        ingest_future = runner.submit(ingest_task.with_options(**retries),
+                                      {"job_root": root, "source": info["source"], "config_json": cfg})
+        references_future = runner.submit(references_task.with_options(**retries),
+                                          {"job_root": root, "refs": info["refs"], "config_json": cfg})
+        # Ray and the actors (which load the models) start while ingest runs, unless an
+        # earlier run finished every shard (a rerun then needs no Ray at all). Ray is started
+        # from this thread on purpose: Ray ties its daemons' lives to the starting *thread*
+        # (PR_SET_PDEATHSIG), so a short-lived helper thread would take the cluster along.
+        pool = None if finished_before else StagePool(config, PooledStages)
+        try:
+            summary.add_ingest(ingest_future.result())
+            references_future.result()
+            palette_memory_task.with_options(**retries)(root, cfg)
+            pool = _run_shard_stages(job, config, runner, summary, pool, retries)
+        finally:
+            if pool is not None:
+                pool.close()
     summary.add_export(export_task.with_options(**retries)(root, summary.problem_lines(),
                                                            force=summary.computed > 0))
     _publish_artifacts(job, summary)
     return summary
 
 
+def _run_shard_stages(job: JobDir, config: Config, runner: ThreadPoolTaskRunner, summary: JobSummary,
+                      pool: StagePool | None, retries: dict) -> StagePool | None:
+    """Every shard stage over every shard, stage by stage; returns the pool (started here
+    when pooled work turned out to be pending)."""
+    root, cfg = str(job.root), config.model_dump(mode="json")
+    shards = list(range(job.num_shards()))
+    progress = create_progress_artifact(0.0, key=_artifact_key(job, "progress"),
+                                        description=f"{job.name}: shard stages done")
+    total, done = max(1, len(shards) * len(SHARD_STAGES)), 0
+    ok = shards
+    for stage, spec in SHARD_STAGES.items():
+        if spec.on_pool and pool is None and pooled_work_pending(job, ok, config):
+            pool = StagePool(config, PooledStages)
+        task = SHARD_TASKS[stage] if spec.on_pool else SHARD_TASKS[stage].with_options(**retries)
+        extra = {"pool": pool} if spec.on_pool else {}
+        futures = {runner.submit(task, {"job_root": root, "shard": shard, "config_json": cfg, **extra}): shard
+                   for shard in ok}
+        finished = []
+        for future, shard in futures.items():
+            future.wait()
+            if future.state.is_completed():
+                finished.append(shard)
+                summary.add_shard_result(future.result())
+            else:
+                summary.add_shard_failure(stage, shard, _state_error(future))
+            done += 1
+            update_progress_artifact(progress, 100.0 * done / total)
+        ok = sorted(finished)
+    update_progress_artifact(progress, 100.0)
+    return pool
+
+
 def all_shards_finished(job: JobDir) -> bool:
     """Every final shard of an earlier run is there (cheap check before starting Ray)."""
     shards = job.read_info().get("num_shards")
-    return bool(shards) and all(read_stats(job, "final", k) is not None for k in range(shards))
+    return bool(shards) and all(read_stats(job, FINAL, k) is not None for k in range(shards))
 
 
-def model_work_pending(job: JobDir, shards: list[int], config: Config) -> bool:
-    """Whether any colorize/upscale shard must run (its inputs or config changed)."""
-    from chromaflow.retrieval.stage import open_store
-
-    extra = color_stage_inputs(job, config, open_store(job).fingerprint)
-    for shard in shards:
-        color_input = input_fingerprint(job, "color", shard, extra)
-        if not is_done(job, "color", shard, color_input, stage_config_hash(config, "color")):
-            return True
-        if not is_done(job, "final", shard, input_fingerprint(job, "final", shard),
-                       stage_config_hash(config, "final")):
-            return True
-    return False
+def pooled_work_pending(job: JobDir, shards: list[int], config: Config) -> bool:
+    """Whether any pooled (shard, stage) must run: not done for its current inputs and
+    config (a stage after one that must run is never done yet)."""
+    pooled = [name for name, spec in SHARD_STAGES.items() if spec.on_pool]
+    return any(not is_done(job, stage, shard, config) for shard in shards for stage in pooled)
 
 
 def _state_error(future) -> str:
@@ -217,7 +217,7 @@ def rerun_failed_shards(out: str) -> dict:
     job = JobDir.open(out)
     info = job.read_info()
     config = Config.model_validate(info["config"])
-    todo = incomplete_pairs(write_manifest(job)) if info.get("num_shards") else []
+    todo = incomplete_pairs(write_manifest(job, SHARD_SETS)) if info.get("num_shards") else []
     get_run_logger().info("%s: %d (shard, stage) pairs failed or missing%s", job.name, len(todo),
                           (": " + ", ".join(f"{stage}/{shard:06d}" for shard, stage in todo[:20])) if todo else "")
     summary = run_pipeline(job, config)

@@ -13,12 +13,14 @@ from prefect import serve
 from chromaflow.flows.build_index import build_reference_index
 from chromaflow.flows.colorize import colorize_chapter, colorize_episode, rerun_failed_shards
 from chromaflow.flows.evaluate import evaluate_flow
+from chromaflow.flows.train import build_training_set, train_colorizer, train_guided_sr
 
 DEPLOYMENT_NAME = "default"
 
 
 def deployments() -> list:
-    flows = [colorize_chapter, colorize_episode, rerun_failed_shards, build_reference_index, evaluate_flow]
+    flows = [colorize_chapter, colorize_episode, rerun_failed_shards, build_reference_index, evaluate_flow,
+             build_training_set, train_colorizer, train_guided_sr]
     return [f.to_deployment(name=DEPLOYMENT_NAME, tags=["chromaflow"]) for f in flows]
 
 

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from prefect import flow
 
-from chromaflow.config import Config, load_config
+from chromaflow.conf import Config, load_config
 from chromaflow.models.evaluation import (
     METRIC_KEYS, PairResult, Variants, aggregate, aggregate_kinds, check_backends, default_backends, evaluate_case,
     load_identity_views, make_pairs, pair_case, sanitize, thumbnail)

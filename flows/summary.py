@@ -29,7 +29,7 @@ class JobSummary:
     def add_ingest(self, ingested: dict) -> None:
         self.num_items = ingested["num_items"]
         self.num_shards = ingested["num_shards"]
-        self.page_failures += [{"stage": "frames", **f} for f in ingested["failed"]]
+        self.page_failures += [{"stage": "ingest", **f} for f in ingested["failed"]]
         self.skipped_files += ingested["skipped"]
 
     def add_shard_result(self, result: dict) -> None:
@@ -50,7 +50,7 @@ class JobSummary:
         self.manifest = exported["manifest"]
 
     def problem_lines(self) -> list[str]:
-        lines = [f"page {f.get('name', f.get('key'))}: {f['error']}" if f["stage"] == "frames"
+        lines = [f"page {f.get('name', f.get('key'))}: {f['error']}" if f["stage"] == "ingest"
                  else f"{f['stage']} {f.get('name', f.get('key'))}: {f['error']}" for f in self.page_failures]
         lines += [f"shard {f['shard']:06d} failed at {f['stage']}: {f['error']}" for f in self.shard_failures]
         return lines

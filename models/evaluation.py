@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from chromaflow.config import Config
+from chromaflow.conf import Config
 from chromaflow.models.colorizers import BACKENDS, ColorizeRequest, Reference, build_colorizer
 from chromaflow.models.eval_variants import CONDITIONS, STYLES, Case, make_case
 from chromaflow.models.lines import extract_lines
@@ -171,7 +171,7 @@ def colorize_case(pair: Pair, case: Case, backend: str, config: Config,
     if not cfg.colorize.palette_memory:
         palette = None
     elif palette is None:
-        from chromaflow.retrieval.palette import memory_of_references
+        from chromaflow.models.palette_memory import memory_of_references
 
         palette = memory_of_references(refs, cfg.colorize.palette_tolerance).colors([pair.identity])
     request = ColorizeRequest(key=f"{pair.identity}/{pair.target.view.name}", page=page, lines=art.lines,

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from chromaflow.config import LinesConfig
+from chromaflow.conf import LinesConfig
 from chromaflow.storage.images import resize_longest
 
 from .page_styles import COLOR, GRAY, LINE, TONE, analyse_page, classify_page  # noqa: F401 (re-exported)

@@ -89,9 +89,9 @@ def segment_accuracy(pred: np.ndarray, gt: np.ndarray, lines: np.ndarray,
                      bg: np.ndarray | None = None) -> tuple[float, float, int]:
     """(count-weighted, pixel-weighted accuracy, number of segments), BasicPBC style.
 
-    Segments are 4-connected non-line regions of the line art; segments that are mostly
-    ground-truth background are excluded. A segment is correct when the CIEDE2000 between
-    the per-channel median colors of prediction and ground truth inside it is below 10."""
+    Segments are 4-connected non-line regions of the line art; segments that are half or
+    more ground-truth background are excluded. A segment is correct when the CIEDE2000
+    between the per-channel median colors of prediction and ground truth inside it is below 10."""
     paper = ~line_mask(lines)
     bg = background_mask(gt, lines) if bg is None else bg
     count, labels = cv2.connectedComponents(paper.astype(np.uint8), connectivity=4)

@@ -18,12 +18,13 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
+from .patches import Box, whole_image
+
 MIN_PANEL_SHARE = 0.04  # of the page area
 MIN_RECTANGULARITY = 0.9  # filled area / bounding-box area
 MIN_DRAWING_SHARE = 0.01  # a panel holds a drawing: ink or enclosed regions inside it
 INSET = 2  # px taken off each side so the frame stroke stays outside the crop
 
-Box = tuple[int, int, int, int]  # x0, y0, x1, y1
 
 
 def find_panels(lines: np.ndarray) -> list[Box]:
@@ -53,15 +54,6 @@ def find_panels(lines: np.ndarray) -> list[Box]:
 
 def _contains(outer: Box, inner: Box) -> bool:
     return outer[0] <= inner[0] and outer[1] <= inner[1] and outer[2] >= inner[2] and outer[3] >= inner[3]
-
-
-def crop(image: np.ndarray, box: Box) -> np.ndarray:
-    x0, y0, x1, y1 = box
-    return image[y0:y1, x0:x1]
-
-
-def whole_image(image: np.ndarray) -> Box:
-    return (0, 0, image.shape[1], image.shape[0])
 
 
 def panels_or_page(lines: np.ndarray) -> list[Box]:

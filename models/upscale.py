@@ -10,7 +10,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from chromaflow.config import UpscaleConfig
+from chromaflow.conf import UpscaleConfig
 
 
 def box(img: np.ndarray, r: int) -> np.ndarray:

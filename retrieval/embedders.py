@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 if TYPE_CHECKING:
-    from chromaflow.config import Config
+    from chromaflow.conf import Config
 
 
 class Embedder(Protocol):

@@ -16,14 +16,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from chromaflow.config import Config
+from chromaflow.conf import Config
 from chromaflow.models.lines import extract_lines
 from chromaflow.storage.eval_dataset import load_image, scan_eval_dataset
 from chromaflow.storage.images import ImageError, resize_longest
 
 from .embedders import build_embedder
-from .patches import crop, quadrant_boxes, reference_boxes
-from .store import _pool_reference_scores
+from chromaflow.models.patches import crop, quadrant_boxes, reference_boxes
+from .search import pool_reference_scores
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def evaluate_retrieval(dataset_dir, config: Config) -> list[QueryResult]:
         order = np.argsort(-sims, axis=1, kind="stable")
         scores = np.take_along_axis(sims, order, axis=1)
         ids = keep[order]
-        pooled = _pool_reference_scores(scores, ids, patch_reference)
+        pooled = pool_reference_scores(scores, ids, patch_reference)
         ranked_refs = sorted(pooled, key=lambda n: (-pooled[n], n))
         ranked_ids: list[str] = []
         for name in ranked_refs:

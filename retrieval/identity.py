@@ -8,7 +8,7 @@ exp((score - best) / identity_temperature); an identity whose vote share reaches
 is then searched over all pools). Episodes vote per scene: `assign_scene_identities`
 averages the votes of a scene's frames so all its frames share the assignment.
 
-The colors an identity keeps from page to page live in retrieval/palette.py.
+The colors an identity keeps from page to page live in models/palette_memory.py.
 """
 
 from __future__ import annotations

@@ -26,10 +26,13 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 
-import faiss
 import numpy as np
 
-from chromaflow.storage.atomic import atomic_path
+try:
+    import faiss
+except ImportError:  # neither extra installed
+    raise ImportError("faiss is not installed: pip install 'chromaflow[cpu]' (or 'chromaflow[gpu]' on a CUDA host)") from None
+
 from chromaflow.storage.shards import sha256_file
 
 log = logging.getLogger(__name__)
@@ -155,6 +158,57 @@ def apply_search_params(index: faiss.Index, cfg) -> None:
         base.k_factor = cfg.pq_refine_factor
 
 
+def _selector_params(index: faiss.Index, cfg, allowed: np.ndarray) -> faiss.SearchParameters:
+    """Per-search parameters restricted to `allowed` ids; the same knobs as apply_search_params."""
+    base = faiss.downcast_index(index)
+    if isinstance(base, faiss.IndexHNSW):
+        params = faiss.SearchParametersHNSW()
+        params.efSearch = cfg.hnsw_ef_search
+    elif isinstance(base, faiss.IndexIVF):
+        params = faiss.SearchParametersIVF()
+        params.nprobe = min(cfg.ivf_nprobe, base.nlist)
+    else:
+        params = faiss.SearchParameters()
+    params.sel = faiss.IDSelectorBatch(allowed)
+    return params
+
+
+def search(index: faiss.Index, vectors: np.ndarray, k: int, cfg,
+           allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, ids) of the k best vectors, optionally only among the `allowed` ids.
+    Missing hits have id -1."""
+    total = index.ntotal
+    k = min(k, total if allowed is None else len(allowed))
+    if k == 0:
+        return np.zeros((len(vectors), 0), np.float32), np.zeros((len(vectors), 0), np.int64)
+    if allowed is None or len(allowed) == total:
+        return index.search(vectors, k)
+    if supports_selector(index):
+        return index.search(vectors, k, params=_selector_params(index, cfg, allowed))
+    return _search_filtered(index, vectors, k, allowed)
+
+
+def _search_filtered(index: faiss.Index, vectors: np.ndarray, k: int, allowed: np.ndarray):
+    """Restricted search for indexes without IDSelector support: fetch more hits until
+    every query has k allowed ones (or the whole index was fetched), then filter."""
+    total = index.ntotal
+    keep = np.zeros(total, dtype=bool)
+    keep[allowed] = True
+    fetch = min(total, k * max(2, total // max(1, len(allowed))))
+    while True:
+        scores, ids = index.search(vectors, fetch)
+        mask = (ids >= 0) & keep[np.maximum(ids, 0)]
+        if mask.sum(axis=1).min() >= k or fetch >= total:
+            break
+        fetch = min(total, fetch * 4)
+    out_s = np.full((len(vectors), k), -np.inf, np.float32)
+    out_i = np.full((len(vectors), k), -1, np.int64)
+    for row in range(len(vectors)):
+        hit = np.nonzero(mask[row])[0][:k]
+        out_s[row, :len(hit)], out_i[row, :len(hit)] = scores[row, hit], ids[row, hit]
+    return out_s, out_i
+
+
 def supports_selector(index: faiss.Index) -> bool:
     """Fast-scan PQ and GPU indexes ignore or reject IDSelectors: restricted searches
     over-fetch and filter instead."""
@@ -182,11 +236,9 @@ def to_search_device(index: faiss.Index, use_gpu: str | bool = "auto") -> faiss.
     return gpu_index
 
 
-def write_index(index: faiss.Index, path: str | Path) -> str:
-    """Write atomically; returns the file's sha256 for the metadata."""
-    with atomic_path(path) as tmp:
-        faiss.write_index(index, str(tmp))
-    return sha256_file(path)
+def save_index(index: faiss.Index, path: str | Path) -> None:
+    """Write a CPU index to `path` (callers make the write atomic)."""
+    faiss.write_index(index, str(path))
 
 
 def read_index(path: str | Path, expected_sha256: str) -> faiss.Index:

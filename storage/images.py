@@ -16,21 +16,30 @@ import cv2
 import numpy as np
 from PIL import Image, ImageFile
 
-# Our own limits (checked from the header) replace Pillow's decompression-bomb guard.
-Image.MAX_IMAGE_PIXELS = None
 ImageFile.LOAD_TRUNCATED_IMAGES = False
+# Only these decoders ever see input bytes (the JPEG decoder also reads cameras' MPO
+# files). Pillow's own decompression-bomb guard stays in force behind the job's limits.
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "TIFF", "BMP", "GIF")
+Image.init()  # register every plugin now, so all of IMAGE_FORMATS are known to Image.open
 
 
 class ImageError(ValueError):
     """An input image that cannot be used; str() is a one-line message naming the file."""
 
 
-def decode_image(data: bytes, name: str, max_pixels: int = 200_000_000, max_side: int = 20000) -> np.ndarray:
+def decode_image(data: bytes, name: str, max_pixels: int = 178_956_970, max_side: int = 20000) -> np.ndarray:
     """Decode image bytes to an RGB uint8 array (H, W, 3). Alpha is composited on white."""
     if not data:
         raise ImageError(f"{name}: empty file (0 bytes)")
     try:
-        img = Image.open(io.BytesIO(data))
+        with warnings.catch_warnings():
+            # Below Pillow's hard limit its warning adds nothing to the job's own check.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
+    except Image.DecompressionBombError as exc:
+        # Pillow's hard limit, from the header like ours: same message, Pillow's numbers.
+        raise ImageError(f"{name}: image is over the limit (job.max_image_pixels={max_pixels}; Pillow: {exc}); "
+                         f"refused before decoding") from None
     except Exception as exc:  # Pillow raises several types for unknown/corrupt headers
         # Pillow's text names the in-memory buffer (<_io.BytesIO object at 0x...>): drop it.
         detail = re.sub(r"\s*<_io\.BytesIO object at 0x[0-9a-f]+>", "", str(exc))

@@ -2,11 +2,12 @@
 
     OUT/
       job.json                         source, refs, kind, resolved config, shard count
-      frames/{job}-{shard:06d}.tar     WebDataset shards, one set per stage
-      frames/{job}-{shard:06d}.stats.json   written last: the shard is done
-      frames/{job}-{shard:06d}.failed.json  the shard failed (error, attempts)
-      lines/ retrieval/ color/ final/  same layout per stage
+      ingest/{job}-{shard:06d}.tar     WebDataset shards, one set per shard stage
+      ingest/{job}-{shard:06d}.stats.json   written last: the shard is done
+      ingest/{job}-{shard:06d}.failed.json  the shard failed (error, attempts)
+      lines/ retrieve/ colorize/ upscale/   same layout per stage (stages/registry.py)
       references/                      the reference store and index of this job
+      palette_memory.json              each identity's remembered colors
       manifest.parquet                 one row per (shard, stage), rebuilt from stats files
       pages/ chapter.cbz | episode.mp4 report.html
 
@@ -22,33 +23,6 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import write_json
-
-# Stage order is the DAG order; each stage's shard set lives in a folder of that name.
-STAGES = ("frames", "lines", "retrieval", "color", "final")
-
-# Which shard sets a stage reads.
-STAGE_INPUTS: dict[str, tuple[str, ...]] = {
-    "frames": (),
-    "lines": ("frames",),
-    "retrieval": ("lines", "frames"),
-    "color": ("frames", "lines", "retrieval"),
-    "final": ("frames", "color"),
-}
-
-# Which config sections a stage's output depends on (its cache key).
-STAGE_CONFIG: dict[str, tuple[str, ...]] = {
-    "frames": ("job", "ingest"),
-    "lines": ("lines", "colorize.work_size"),  # line art is extracted at the colorize work size
-    "retrieval": ("retrieval",),
-    "color": ("colorize",),
-    "final": ("upscale",),
-}
-
-
-def downstream_of(stage: str) -> tuple[str, ...]:
-    """The stage itself and every stage after it."""
-    return STAGES[STAGES.index(stage):]
-
 
 def safe_job_name(text: str) -> str:
     """Dot-free, filesystem-safe job name (WebDataset splits keys at the first dot)."""
@@ -81,7 +55,7 @@ class JobDir:
 
     @property
     def palette_memory(self) -> Path:
-        """Each identity's remembered colors (retrieval/palette.py), built before colorizing."""
+        """Each identity's remembered colors (models/palette_memory.py), built before colorizing."""
         return self.root / "palette_memory.json"
 
     @property
@@ -89,8 +63,9 @@ class JobDir:
         return self.root / "pages"
 
     def stage_dir(self, stage: str) -> Path:
-        if stage not in STAGES:
-            raise ValueError(f"unknown stage {stage!r}")
+        """The shard set of a stage (stages/registry.py names them)."""
+        if not re.fullmatch(r"[a-z_]+", stage):
+            raise ValueError(f"not a stage name: {stage!r}")
         return self.root / stage
 
     def _base(self, stage: str, shard: int) -> Path:

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .atomic import write_bytes
-from .job import STAGES, JobDir
+from .job import JobDir
 from .shards import read_failure, read_stats
 
 OK, PARTIAL, FAILED, MISSING = "ok", "partial", "failed", "missing"
@@ -32,11 +32,12 @@ SCHEMA = pa.schema([
 ])
 
 
-def manifest_rows(job: JobDir, num_shards: int | None = None) -> list[dict]:
+def manifest_rows(job: JobDir, stages: tuple[str, ...], num_shards: int | None = None) -> list[dict]:
+    """One row per (shard, stage) for the given shard sets (stages/registry.py SHARD_SETS)."""
     shards = job.num_shards() if num_shards is None else num_shards
     rows = []
     for shard in range(shards):
-        for stage in STAGES:
+        for stage in stages:
             stats = read_stats(job, stage, shard)
             failure = read_failure(job, stage, shard)
             if stats is not None:
@@ -63,8 +64,8 @@ def manifest_rows(job: JobDir, num_shards: int | None = None) -> list[dict]:
     return rows
 
 
-def write_manifest(job: JobDir, num_shards: int | None = None) -> list[dict]:
-    rows = manifest_rows(job, num_shards)
+def write_manifest(job: JobDir, stages: tuple[str, ...], num_shards: int | None = None) -> list[dict]:
+    rows = manifest_rows(job, stages, num_shards)
     table = pa.Table.from_pylist(rows, schema=SCHEMA)
     buf = io.BytesIO()
     pq.write_table(table, buf)

@@ -7,7 +7,7 @@ from pathlib import Path
 from prefect import task
 from prefect.artifacts import create_table_artifact
 
-from chromaflow.config import Config
+from chromaflow.conf import Config
 
 TABLE_KEYS = ("flat_color_accuracy", "background_accuracy", "segment_accuracy", "segment_pixel_accuracy",
               "psnr", "ssim", "line_f1", "pairs")

@@ -1,10 +1,11 @@
-"""Prefect task around `ReferenceStore.build` (the plain function does the work)."""
+"""Prefect task around `retrieval.build.build_store` (the plain function does the work)."""
 
 from __future__ import annotations
 
 from prefect import task
 
-from chromaflow.config import Config
+from chromaflow.conf import Config
+from chromaflow.retrieval.build import build_store
 
 
 def index_summary(store) -> dict:
@@ -19,7 +20,4 @@ def index_summary(store) -> dict:
 
 @task(name="build-reference-index", retries=1, retry_delay_seconds=1)
 def build_reference_index_task(refs: str, out: str, config_json: dict) -> dict:
-    from chromaflow.retrieval.store import ReferenceStore
-
-    store = ReferenceStore.build(refs, out, Config.model_validate(config_json))
-    return index_summary(store)
+    return index_summary(build_store(refs, out, Config.model_validate(config_json)))

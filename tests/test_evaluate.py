@@ -7,7 +7,7 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from chromaflow.config import Config
+from chromaflow.conf import Config
 from chromaflow.flows.evaluate import run_evaluation
 from chromaflow.storage.eval_dataset import POSE, RECOLOR, scan_eval_dataset
 from synthetic import PALETTES, draw_character, write_png

@@ -9,13 +9,13 @@ import cv2
 import numpy as np
 import pytest
 
-from chromaflow.config import load_config
+from chromaflow.conf import load_config
 from chromaflow.models.colorizers import ColorizeRequest
 from chromaflow.models.colorizers.region import RegionColorizer
 from chromaflow.models.lines import extract_lines
 from chromaflow.models.segmentation import rgb_to_lab, snap_colors
-from chromaflow.retrieval.palette import PaletteMemory, build_palette_memory, reference_colors, write_job_palette_memory
-from chromaflow.retrieval.store import ReferenceStore
+from chromaflow.models.palette_memory import PaletteMemory, build_palette_memory, reference_colors, write_palette_memory
+from chromaflow.retrieval.build import build_store
 from synthetic import PALETTES, draw_character, write_png
 
 TOL = 8.0
@@ -93,7 +93,7 @@ def shaded_store(tmp_path_factory):
         write_png(root / "refs" / "alice" / f"alice_{i}.png", draw_character(shade, dx=10 * i - 10, frame=False))
     write_png(root / "refs" / "bob" / "bob_0.png", draw_character(PALETTES["bob"], frame=False))
     config = load_config(overrides=["colorize.work_size=448", "retrieval.work_size=128"])
-    return ReferenceStore.build(root / "refs", root / "index", config), root
+    return build_store(root / "refs", root / "index", config), root
 
 
 def test_pool_memory_has_one_color_per_part(shaded_store):
@@ -118,12 +118,12 @@ def test_seed_from_an_earlier_chapter_wins(shaded_store, tmp_path):
     assert all(delta_e(series_red, shade["body"]) <= TOL for shade in SHADES)
     seed.observe("alice", series_red, 0.01, TOL)
     seed.save(tmp_path / "seed.json")
-    path = write_job_palette_memory(store, tmp_path / "job_memory.json", TOL, str(tmp_path / "seed.json"))
+    path = write_palette_memory(store, tmp_path / "job_memory.json", TOL, str(tmp_path / "seed.json"))
     memory = PaletteMemory.load(path)
     reds = [e for e in memory.entries("alice") if delta_e(e.rgb, ALICE["body"]) <= TOL]
     assert len(reds) == 1 and reds[0].rgb == series_red and reds[0].fixed
     with pytest.raises(ValueError, match="nowhere.json"):
-        write_job_palette_memory(store, tmp_path / "x.json", TOL, str(tmp_path / "nowhere.json"))
+        write_palette_memory(store, tmp_path / "x.json", TOL, str(tmp_path / "nowhere.json"))
 
 
 def _fill_colors(out: np.ndarray, lines: np.ndarray) -> set[tuple]:

@@ -12,14 +12,15 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from chromaflow.config import load_config
+from chromaflow.conf import load_config
 from chromaflow.flows.colorize import colorize_chapter, colorize_episode, rerun_failed_shards
 from chromaflow.flows.summary import JobIncomplete
-from chromaflow.ray_pool import ShardFailed, StagePool
-from chromaflow.storage.job import STAGES, JobDir
+from chromaflow.stages.pool import ShardFailed, StagePool
+from chromaflow.stages.registry import SHARD_SETS as STAGES
+from chromaflow.storage.job import JobDir
 from chromaflow.storage.manifest import read_manifest
 from chromaflow.storage.shards import read_failure, read_stats
-from chromaflow.retrieval.palette import PaletteMemory
+from chromaflow.models.palette_memory import PaletteMemory
 from synthetic import PALETTES, make_video
 
 def colored_share(page: np.ndarray, line_art: np.ndarray) -> float:
@@ -66,7 +67,7 @@ def test_chapter_end_to_end_then_cached_rerun(prefect_harness, ray_cluster, tmp_
     from prefect.artifacts import Artifact
 
     shards_table = Artifact.get("chapter-shards")
-    assert shards_table is not None and '"final": "ok"' in shards_table.data
+    assert shards_table is not None and '"upscale": "ok"' in shards_table.data
     before_after = Artifact.get("chapter-before-after")
     assert before_after.data.count("data:image/jpeg;base64,") == 4
     assert Artifact.get("chapter-identities") is not None
@@ -116,7 +117,7 @@ def test_bad_pages_are_reported_and_the_rest_completes(prefect_harness, ray_clus
     assert sorted(p.name for p in (out / "pages").glob("*.png")) == ["0001_page1.png", "0002_page2.png",
                                                                       "0005_page5.png"]
     rows = read_manifest(JobDir.open(out))
-    frames = next(r for r in rows if r["stage"] == "frames")
+    frames = next(r for r in rows if r["stage"] == "ingest")
     assert frames["status"] == "partial" and frames["pages_failed"] == 2 and "page3.png" in frames["error"]
 
 
@@ -127,7 +128,7 @@ def test_missing_refs_folder_fails_before_work(prefect_harness, tmp_path, chapte
     empty.mkdir()
     with pytest.raises(ValueError, match=r"empty: reference folder holds no images"):
         colorize_chapter(source=str(chapter_dir), refs=str(empty), out=str(tmp_path / "job"))
-    assert not (tmp_path / "job" / "frames").exists()
+    assert not (tmp_path / "job" / "ingest").exists()
 
 
 def test_episode_to_video(prefect_harness, ray_cluster, tmp_path, refs_dir):
@@ -150,18 +151,18 @@ def test_shard_that_keeps_crashing_is_marked_failed_and_others_finish(prefect_ha
                                                                         chapter_dir, refs_dir):
     out = tmp_path / "job"
     # CrashOnPage kills its worker on page p000002, which lives in shard 1.
-    with pytest.raises(JobIncomplete, match=r"shard 000001 failed at color: .*worker crashed"):
+    with pytest.raises(JobIncomplete, match=r"shard 000001 failed at colorize: .*worker crashed"):
         colorize_chapter(source=str(chapter_dir), refs=str(refs_dir), out=str(out),
                          overrides=["job.shard_size=2", "colorize.backend=faulty_backend:CrashOnPage",
                                     "ray.max_shard_attempts=2"])
     job = JobDir.open(out)
-    failure = read_failure(job, "color", 1)
+    failure = read_failure(job, "colorize", 1)
     assert failure["attempts"] == 2 and "crashed" in failure["error"]
-    assert read_stats(job, "color", 0) and read_stats(job, "color", 2)
+    assert read_stats(job, "colorize", 0) and read_stats(job, "colorize", 2)
     assert sorted(p.name for p in (out / "pages").glob("*.png")) == ["0001_page1.png", "0002_page2.png",
                                                                       "0005_page5.png"]
     rows = {(r["shard"], r["stage"]): r for r in read_manifest(job)}
-    assert rows[(1, "color")]["status"] == "failed" and rows[(1, "final")]["status"] == "missing"
+    assert rows[(1, "colorize")]["status"] == "failed" and rows[(1, "upscale")]["status"] == "missing"
 
     # The crash is fixed (the default colorizer): the rerun flow redoes only shard 1 downstream.
     info = job.read_info()
@@ -176,19 +177,18 @@ def test_pool_retries_a_crashed_actor_on_another(ray_cluster, tmp_path, chapter_
     """A worker that dies once: the shard runs again on a replacement actor and succeeds."""
     import ray.cloudpickle
 
-    from chromaflow.ray_pool import ModelStageRunner
-    from chromaflow.storage.ingest import ingest
-    from chromaflow.models.stages import run_lines_shard
+    from chromaflow.stages import ingest, lines, retrieve
+    from chromaflow.stages.workers import PooledStages
 
     config = load_config(overrides=["job.shard_size=8", "ray.num_actors=1", "ray.max_shard_attempts=2"])
     job = JobDir(tmp_path / "job", "ch")
     job.root.mkdir()
     job.write_info({"name": "ch", "kind": "chapter", "source": "", "refs": "", "config": {}, "num_shards": 1})
-    ingest(chapter_dir, job, config)
-    run_lines_shard(job, 0, config)
+    ingest.run(job, chapter_dir, config)
+    lines.run(job, 0, config)
     marker = tmp_path / "crashed-once"
 
-    class CrashOnceRunner(ModelStageRunner):
+    class CrashOnceRunner(PooledStages):
         def run(self, stage, job, shard):
             if not marker.exists():
                 marker.write_text("x")
@@ -200,26 +200,25 @@ def test_pool_retries_a_crashed_actor_on_another(ray_cluster, tmp_path, chapter_
     try:
         first_pid = ray_cluster.get(pool.actors[0].pid.remote())
         # 'final' needs a color shard: fake none; run the lines-independent upscale on real inputs
-        from chromaflow.retrieval.stage import run_retrieval_shard
-        from chromaflow.retrieval.store import ReferenceStore
+        from chromaflow.retrieval.build import build_store
 
-        ReferenceStore.build(refs_dir, job.references, config)
-        run_retrieval_shard(job, 0, config)
-        result = pool.run("color", job, 0)
+        build_store(refs_dir, job.references, config)
+        retrieve.run(job, 0, config)
+        result = pool.run("colorize", job, 0)
         assert result["status"] == "ok" and result["count"] == 5
         assert ray_cluster.get(pool.actors[0].pid.remote()) != first_pid
-        assert read_stats(job, "color", 0)["attempts"] == 2
-        assert read_failure(job, "color", 0) is None
+        assert read_stats(job, "colorize", 0)["attempts"] == 2
+        assert read_failure(job, "colorize", 0) is None
 
-        class AlwaysFails(ModelStageRunner):
+        class AlwaysFails(PooledStages):
             def run(self, stage, job, shard):
                 raise RuntimeError("model exploded")
 
         broken = StagePool(config, factory=AlwaysFails)
         try:
             with pytest.raises(ShardFailed, match="failed 2 times: RuntimeError: model exploded"):
-                broken.run("final", job, 0)
-            assert read_failure(job, "final", 0)["attempts"] == 2
+                broken.run("upscale", job, 0)
+            assert read_failure(job, "upscale", 0)["attempts"] == 2
         finally:
             broken.close()
     finally:

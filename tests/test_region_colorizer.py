@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from chromaflow.config import Config
+from chromaflow.conf import Config
 from chromaflow.models.colorizers import BACKENDS, ColorizeRequest, Reference, build_colorizer
 from chromaflow.models.colorizers.region import RegionColorizer, RegionParams
 from chromaflow.models.lines import extract_lines
@@ -169,7 +169,7 @@ def test_references_that_fit_the_strokes_lead_over_look_alikes():
 
 
 def test_region_params_come_from_the_config():
-    from chromaflow.config import ColorizeConfig
+    from chromaflow.conf import ColorizeConfig
     from chromaflow.models.colorizers.region import RegionParams
 
     defaults, config = RegionParams(), ColorizeConfig()

@@ -14,17 +14,20 @@ import cv2
 import numpy as np
 import pytest
 
-from chromaflow.config import load_config
+from chromaflow.conf import load_config
 from chromaflow.models.lines import extract_lines
 from chromaflow.retrieval import index as faiss_index
-from chromaflow.retrieval.canvas import CELL_TABLE, build_canvas, canvas_for_page, choose_work_size
+from chromaflow.models.colorflow.canvas import CELL_TABLE, build_canvas, choose_work_size
+from chromaflow.stages.retrieve import canvas_for_page, canvas_sample
 from chromaflow.retrieval.descriptor import EdgeHistogramEmbedder, describe_lines, descriptor_dim
 from chromaflow.retrieval.evaluation import retrieval_topk_accuracy
 from chromaflow.retrieval.identity import (
     UNKNOWN, assign_identities, assign_scene_identities, identities_for_page, identity_votes)
-from chromaflow.retrieval.patches import quadrant_boxes, reference_boxes
+from chromaflow.models.patches import quadrant_boxes, reference_boxes
 from chromaflow.retrieval.references import ReferenceFolderError
-from chromaflow.retrieval.store import EmbedderMismatchError, ReferenceStore, StoreError
+from chromaflow.retrieval.build import build_store
+from chromaflow.retrieval.search import ReferenceIndex
+from chromaflow.retrieval.store_format import EmbedderMismatchError, StoreError
 
 SIZE = 160
 FAST = ["colorize.work_size=160", "retrieval.work_size=128"]
@@ -96,7 +99,7 @@ def config():
 def built(tmp_path_factory, config):
     root = tmp_path_factory.mktemp("pool")
     refs = make_pool(root / "refs")
-    store = ReferenceStore.build(refs, root / "index", config)
+    store = build_store(refs, root / "index", config)
     return refs, root / "index", store
 
 
@@ -135,7 +138,7 @@ def test_build_open_search(built, config):
     assert sorted(store.info["files"]) == ["embeddings.npy", "patches.faiss", "patches.parquet"]
     for name in store.info["files"].values():
         assert (out / name).exists()
-    reopened = ReferenceStore.open(out)
+    reopened = ReferenceIndex.open(out)
     assert reopened.fingerprint == store.fingerprint
     for shape in ("ball", "box", "roof"):
         lines, page = query(shape)
@@ -180,7 +183,7 @@ def test_unreadable_reference_is_skipped_with_warning(tmp_path, config):
     refs = make_pool(tmp_path / "refs", shapes=("ball",), unnamed=False)
     (refs / "ball" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
     with pytest.warns(UserWarning, match="broken.png"):
-        store = ReferenceStore.build(refs, tmp_path / "index", config)
+        store = build_store(refs, tmp_path / "index", config)
     assert "ball/broken.png" not in store.references and len(store.references) == 3
     assert any("broken.png" in s for s in store.info["skipped"])
 
@@ -188,18 +191,18 @@ def test_unreadable_reference_is_skipped_with_warning(tmp_path, config):
 def test_empty_or_all_broken_folder_is_an_error(tmp_path, config):
     (tmp_path / "refs").mkdir()
     with pytest.raises(ReferenceFolderError):
-        ReferenceStore.build(tmp_path / "refs", tmp_path / "index", config)
+        build_store(tmp_path / "refs", tmp_path / "index", config)
     (tmp_path / "refs" / "bad.png").write_bytes(b"")
     with pytest.warns(UserWarning), pytest.raises(ReferenceFolderError, match="no readable"):
-        ReferenceStore.build(tmp_path / "refs", tmp_path / "index", config)
+        build_store(tmp_path / "refs", tmp_path / "index", config)
 
 
 def test_incremental_build_embeds_only_new_files(tmp_path, config):
     refs = make_pool(tmp_path / "refs", shapes=("ball", "box"), unnamed=False)
-    first = ReferenceStore.build(refs, tmp_path / "index", config)
+    first = build_store(refs, tmp_path / "index", config)
     assert first.info["reused_references"] == 0
     write(refs / "roof" / "v0.png", draw("roof"))
-    second = ReferenceStore.build(refs, tmp_path / "index", config)
+    second = build_store(refs, tmp_path / "index", config)
     assert second.info["reused_references"] == 6 and second.info["num_references"] == 7
     assert second.fingerprint != first.fingerprint
     # Superseded data files are gone; the first store's files were replaced, not edited.
@@ -209,24 +212,24 @@ def test_incremental_build_embeds_only_new_files(tmp_path, config):
     # A changed file is re-embedded, a removed one leaves the store (and its images).
     write(refs / "ball" / "v0.png", draw("ball", fill=(10, 10, 250)))
     (refs / "box" / "v2.png").unlink()
-    third = ReferenceStore.build(refs, tmp_path / "index", config)
+    third = build_store(refs, tmp_path / "index", config)
     assert third.info["reused_references"] == 5 and "box/v2.png" not in third.references
     assert not (tmp_path / "index" / "images" / "box" / "v2.png.color.png").exists()
     # Other embedding settings: nothing is reused.
     other = load_config(overrides=FAST + ["lines.min_component_area=20"])
-    assert ReferenceStore.build(refs, tmp_path / "index", other).info["reused_references"] == 0
+    assert build_store(refs, tmp_path / "index", other).info["reused_references"] == 0
 
 
 def test_index_refuses_other_embedder(built):
     _, out, _ = built
     with pytest.raises(EmbedderMismatchError, match="rebuild the index"):
-        ReferenceStore.open(out, load_config(overrides=["colorize.work_size=160", "retrieval.work_size=96"]))
+        ReferenceIndex.open(out, load_config(overrides=["colorize.work_size=160", "retrieval.work_size=96"]))
 
 
 def test_corrupted_index_is_rebuilt_or_refused(tmp_path, config):
     refs = make_pool(tmp_path / "refs", shapes=("ball", "box"), unnamed=False)
     out = tmp_path / "index"
-    files = ReferenceStore.build(refs, out, config).info["files"]
+    files = build_store(refs, out, config).info["files"]
     index_file = out / files["patches.faiss"]
     data = bytearray(index_file.read_bytes())
     data[len(data) // 2] ^= 0xFF
@@ -234,34 +237,34 @@ def test_corrupted_index_is_rebuilt_or_refused(tmp_path, config):
     strict = config.model_copy(deep=True)
     strict.retrieval.on_corrupt_index = "error"
     with pytest.raises(StoreError, match=r"patches\.\w+\.faiss: index file is corrupted"):
-        ReferenceStore.open(out, strict)
+        ReferenceIndex.open(out, strict)
     with pytest.warns(UserWarning, match="corrupted"):
-        store = ReferenceStore.open(out, config)
+        store = ReferenceIndex.open(out, config)
     lines, page = query("box")
     assert store.search(lines, page, 1)["references"][0]["identity"] == "box"
-    repaired = ReferenceStore.open(out, strict)  # repaired on disk
+    repaired = ReferenceIndex.open(out, strict)  # repaired on disk
     assert sorted(p.name for p in out.glob("patches.*.faiss")) == [repaired.info["files"]["patches.faiss"]]
     (out / files["embeddings.npy"]).write_bytes(b"garbage")
     with pytest.raises(StoreError, match=r"embeddings\.\w+\.npy: missing or corrupted"):
-        ReferenceStore.open(out, config)
+        ReferenceIndex.open(out, config)
 
 
 def test_open_missing_store_is_one_clear_line(tmp_path):
     with pytest.raises(StoreError, match="not a reference index"):
-        ReferenceStore.open(tmp_path)
+        ReferenceIndex.open(tmp_path)
 
 
 @pytest.mark.parametrize("kind", ["ivf", "hnsw", "pq"])
 def test_approximate_store_with_restriction(tmp_path, kind):
     cfg = load_config(overrides=FAST + [f"retrieval.index={kind}", "retrieval.ivf_nlist=2"])
     refs = make_pool(tmp_path / "refs")
-    store = ReferenceStore.build(refs, tmp_path / "index", cfg)
+    store = build_store(refs, tmp_path / "index", cfg)
     assert store.index_kind == kind
     lines, page = query("roof")
     assert store.search(lines, page, 3)["references"][0]["identity"] == "roof"
     restricted = store.search(lines, page, 3, identities=["ball"])
     assert restricted["references"] and {r["identity"] for r in restricted["references"]} <= {"ball", ""}
-    assert ReferenceStore.open(tmp_path / "index").index_kind == kind
+    assert ReferenceIndex.open(tmp_path / "index").index_kind == kind
 
 
 # ---------------------------------------------------------------------------- faiss
@@ -402,7 +405,6 @@ def test_scene_shares_one_identity_assignment(built):
 
 
 def test_canvas_sample_members(built):
-    from chromaflow.retrieval.canvas import canvas_sample
     from chromaflow.storage.images import decode_png
 
     _, _, store = built
@@ -456,13 +458,13 @@ def test_bad_page_range_is_a_clear_error():
 
 def test_failed_rebuild_leaves_previous_store_intact(tmp_path, config):
     refs = make_pool(tmp_path / "refs", shapes=("ball", "box"), unnamed=False)
-    first = ReferenceStore.build(refs, tmp_path / "index", config)
+    first = build_store(refs, tmp_path / "index", config)
     write(refs / "roof" / "v0.png", draw("roof"))
     # Fails after the new table and embeddings are written, before store.json switches.
     broken = load_config(overrides=FAST + ["retrieval.index=pq", "retrieval.pq_m=7"])
     with pytest.raises(ValueError, match="pq_m=7"):
-        ReferenceStore.build(refs, tmp_path / "index", broken)
-    reopened = ReferenceStore.open(tmp_path / "index")
+        build_store(refs, tmp_path / "index", broken)
+    reopened = ReferenceIndex.open(tmp_path / "index")
     assert reopened.fingerprint == first.fingerprint and "roof/v0.png" not in reopened.references
     lines, page = query("box")
     assert reopened.search(lines, page, 1)["references"][0]["identity"] == "box"

@@ -5,14 +5,17 @@ all created and saved here. Nothing is downloaded."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
 import torch
 
-from chromaflow.config import load_config
+from chromaflow.conf import load_config
 from chromaflow.retrieval.clip import ClipEmbedder, ClipLoadError
-from chromaflow.retrieval.store import EmbedderMismatchError, ReferenceStore
+from chromaflow.retrieval.build import build_store
+from chromaflow.retrieval.search import ReferenceIndex
+from chromaflow.retrieval.store_format import EmbedderMismatchError
 
 from test_retrieval import FAST, make_pool, query
 
@@ -98,11 +101,40 @@ def test_clip_errors_are_one_line(tmp_path, open_clip_checkpoint):
 def test_store_with_clip_refuses_descriptor_queries(tmp_path, hf_checkpoint):
     refs = make_pool(tmp_path / "refs", shapes=("ball", "box"))
     cfg = clip_config(hf_checkpoint)
-    store = ReferenceStore.build(refs, tmp_path / "index", cfg)
+    store = build_store(refs, tmp_path / "index", cfg)
     assert store.info["embedder"]["name"] == "clip" and store.embeddings.shape[1] == 16
     lines, page = query("ball")
     result = store.search(lines, page, 2)
     assert len(result["references"]) == 2 and len(result["quadrants"]) == 4
-    assert ReferenceStore.open(tmp_path / "index").info["embedder"]["name"] == "clip"
+    assert ReferenceIndex.open(tmp_path / "index").info["embedder"]["name"] == "clip"
     with pytest.raises(EmbedderMismatchError, match="clip"):
-        ReferenceStore.open(tmp_path / "index", load_config(overrides=FAST))
+        ReferenceIndex.open(tmp_path / "index", load_config(overrides=FAST))
+
+
+def test_hf_clip_embeddings_equal_the_saved_models_forward(hf_checkpoint, tmp_path):
+    """ClipEmbedder on the HF `image_encoder/` folder vs that saved model's own forward,
+    loaded here with transformers and fed pixels preprocessed by hand: patches already at the
+    model's 32x32 input (so no resize), scaled to [0, 1], normalised with the folder's
+    preprocessor_config.json mean/std (not CLIP's defaults), gray patches repeated to RGB.
+    Then L2-normalised image_embeds."""
+    from transformers import CLIPVisionModelWithProjection
+
+    folder = tmp_path / "image_encoder"
+    shutil.copytree(hf_checkpoint / "image_encoder", folder)
+    mean, std = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]
+    (folder / "preprocessor_config.json").write_text(json.dumps({"image_mean": mean, "image_std": std}))
+    embedder = ClipEmbedder.from_config(clip_config(folder).retrieval)
+    rng = np.random.default_rng(7)
+    patches = [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(5)]
+    patches.append(rng.integers(0, 256, (32, 32), dtype=np.uint8))
+    vectors = embedder.embed(patches)  # batches of 4 + 2
+
+    model = CLIPVisionModelWithProjection.from_pretrained(str(folder), local_files_only=True).eval()
+    rgb = np.stack([np.repeat(p[..., None], 3, axis=2) if p.ndim == 2 else p for p in patches]).astype(np.float32)
+    pixels = (rgb / 255.0 - np.array(mean, np.float32)) / np.array(std, np.float32)
+    with torch.no_grad():
+        expected = model(pixel_values=torch.from_numpy(pixels).permute(0, 3, 1, 2)).image_embeds.numpy()
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    np.testing.assert_allclose(vectors, expected, atol=1e-5)
+    # and the embeddings tell the patches apart (a constant output would also be "normalised")
+    assert np.abs(vectors[0] - vectors[1]).max() > 1e-2

@@ -15,13 +15,15 @@ import pytest
 import webdataset as wds
 from PIL import Image
 
-from chromaflow.config import load_config
+from chromaflow.conf import load_config
 from chromaflow.storage.atomic import TMP_MARK, remove_stale_temp_files, write_bytes
 from chromaflow.storage.images import ImageError, decode_image
-from chromaflow.storage.ingest import ingest
+from chromaflow.stages import ingest
+from chromaflow.stages.registry import SHARD_SETS
+from chromaflow.stages.runner import record_failure
 from chromaflow.storage.job import JobDir
 from chromaflow.storage.manifest import incomplete_pairs, read_manifest, write_manifest
-from chromaflow.storage.shards import read_shard, read_stats, record_failure, write_shard
+from chromaflow.storage.shards import read_shard, read_stats, write_shard
 from chromaflow.storage.sources import SourceError, iter_video, list_chapter, natural_key, probe_video
 from synthetic import PALETTES, draw_character, make_video
 
@@ -87,8 +89,29 @@ def _png_header_only(width: int, height: int) -> bytes:
 
 
 def test_huge_image_refused_before_decoding():
-    with pytest.raises(ImageError, match=r"^huge\.png: image is 30000x30000, over the limit"):
+    with pytest.raises(ImageError, match=r"^wide\.png: image is 25000x100, over the limit"):
+        decode_image(_png_header_only(25000, 100), "wide.png", max_pixels=200_000_000, max_side=20000)
+    with pytest.raises(ImageError, match=r"^huge\.png: image is .*over the limit.*refused before decoding"):
         decode_image(_png_header_only(30000, 30000), "huge.png", max_pixels=200_000_000, max_side=20000)
+
+
+def test_over_pillows_own_limit_is_refused_by_pillows_guard():
+    # The job's limit is set above Pillow's hard limit: Pillow's guard still refuses it.
+    with pytest.raises(ImageError, match=r"^big\.png: image is over the limit .*decompression bomb.*refused before"):
+        decode_image(_png_header_only(14000, 14000), "big.png", max_pixels=400_000_000, max_side=20000)
+
+
+def test_only_allowlisted_formats_are_decoded():
+    rgb = Image.new("RGB", (8, 8), (10, 200, 30))
+    for fmt in ("PPM", "ICO", "TGA"):  # images Pillow reads, but not page formats we accept
+        buf = io.BytesIO()
+        rgb.save(buf, format=fmt)
+        with pytest.raises(ImageError, match=r"^x: not a readable image"):
+            decode_image(buf.getvalue(), "x")
+    for fmt in ("PNG", "JPEG", "WEBP", "TIFF", "BMP", "GIF"):
+        buf = io.BytesIO()
+        rgb.save(buf, format=fmt)
+        assert decode_image(buf.getvalue(), f"x.{fmt}").shape == (8, 8, 3), fmt
 
 
 # --- chapter listing ---------------------------------------------------------------------
@@ -166,25 +189,25 @@ def test_ingest_chapter_with_bad_pages(tmp_path):
     before = {p.name: p.read_bytes() for p in src.iterdir()}
     config = load_config(overrides=["job.shard_size=3"])
     job = _job(tmp_path)
-    summary = ingest(src, job, config)
+    summary = ingest.run(job, src, config)
     assert summary.num_items == 7 and summary.num_shards == 3
     errors = {f["name"]: f["error"] for f in summary.failed}
     assert set(errors) == {"4.png", "10.png"}
     assert "4.png: empty file" in errors["4.png"] and "10.png: corrupt or truncated" in errors["10.png"]
     assert summary.skipped and "notes.txt" in summary.skipped[0]
     # reading order kept, bad pages leave gaps, shard membership by index
-    keys = [[s["__key__"] for s in read_shard(job.shard_path("frames", k))] for k in range(3)]
+    keys = [[s["__key__"] for s in read_shard(job.shard_path("ingest", k))] for k in range(3)]
     assert keys == [["p000000", "p000001", "p000002"], ["p000004", "p000005"], []]
-    meta = json.loads(read_shard(job.shard_path("frames", 1))[0]["json"])
+    meta = json.loads(read_shard(job.shard_path("ingest", 1))[0]["json"])
     assert meta == {"index": 4, "source": "5.png", "width": 320, "height": 448, "scene_id": 0, "kind": "chapter"}
-    assert read_stats(job, "frames", 1)["status"] == "partial"
+    assert read_stats(job, "ingest", 1)["status"] == "partial"
     # inputs untouched
     assert {p.name: p.read_bytes() for p in src.iterdir()} == before
     # unchanged re-ingest rewrites nothing
-    mtimes = {k: job.shard_path("frames", k).stat().st_mtime_ns for k in range(3)}
-    again = ingest(src, job, config)
+    mtimes = {k: job.shard_path("ingest", k).stat().st_mtime_ns for k in range(3)}
+    again = ingest.run(job, src, config)
     assert again.shards_written == [] and len(again.failed) == 2
-    assert mtimes == {k: job.shard_path("frames", k).stat().st_mtime_ns for k in range(3)}
+    assert mtimes == {k: job.shard_path("ingest", k).stat().st_mtime_ns for k in range(3)}
 
 
 def test_manifest_rows_and_failures(tmp_path):
@@ -192,21 +215,21 @@ def test_manifest_rows_and_failures(tmp_path):
     src = tmp_path / "one.png"
     cv2.imwrite(str(src), draw_character(PALETTES["bob"], colored=False))
     job = _job(tmp_path)
-    ingest(src, job, config)
+    ingest.run(job, src, config)
     info = job.read_info()
     info["num_shards"] = 2
     job.write_info(info)
     assert record_failure(job, "lines", 0, "boom") == 1
     assert record_failure(job, "lines", 0, "boom again") == 2
-    rows = write_manifest(job)
+    rows = write_manifest(job, SHARD_SETS)
     stored = read_manifest(job)
     assert stored == rows and len(rows) == 2 * 5
     by = {(r["shard"], r["stage"]): r for r in rows}
-    assert by[(0, "frames")]["status"] == "ok" and by[(0, "frames")]["samples"] == 1
+    assert by[(0, "ingest")]["status"] == "ok" and by[(0, "ingest")]["samples"] == 1
     assert by[(0, "lines")]["status"] == "failed" and by[(0, "lines")]["attempts"] == 2
     assert by[(0, "lines")]["error"] == "boom again"
-    assert by[(1, "frames")]["status"] == "missing"
-    assert (0, "lines") in incomplete_pairs(rows) and (0, "frames") not in incomplete_pairs(rows)
+    assert by[(1, "ingest")]["status"] == "missing"
+    assert (0, "lines") in incomplete_pairs(rows) and (0, "ingest") not in incomplete_pairs(rows)
 
 
 def test_atomic_write_leaves_no_temp(tmp_path):

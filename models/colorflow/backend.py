@@ -21,10 +21,15 @@ import numpy as np
 
 from chromaflow.models.colorizers.base import ColorizeRequest, Reference
 
+from chromaflow.models.patches import crop, quadrant_boxes
+
+from .canvas import build_canvas
+
 log = logging.getLogger(__name__)
 
 OFFICIAL_RESOLUTIONS = ((640, 640), (512, 800), (800, 512))  # W x H, as in ColorFlow's app
 _SIZE_MULTIPLE = 32  # canvas 2W must be a multiple of 64 = VAE 8 x UNet 8
+
 
 def parse_resolution(value: str) -> tuple[int, int] | None:
     if value == "auto":
@@ -50,8 +55,6 @@ def quadrant_patches(references: list[Reference], top_k: int = 3) -> list[list[n
     """Per query quadrant, the same quadrant's crop of the top_k references (by score).
 
     Used when the request carries no per-quadrant retrieval result (`quadrant_patches`)."""
-    from chromaflow.retrieval.patches import crop, quadrant_boxes
-
     ranked = sorted(references, key=lambda r: -r.score)[:top_k]
     patches: list[list[np.ndarray]] = [[] for _ in range(4)]
     for ref in ranked:
@@ -166,8 +169,6 @@ class DiffusionColorizer:
     def _prepare(self, request: ColorizeRequest) -> dict:
         height, width = request.lines.shape[:2]
         res_w, res_h = pick_resolution(width, height, self.fixed_resolution)
-        from chromaflow.retrieval.canvas import build_canvas
-
         gray = self.query_image(request)
         patches = getattr(request, "quadrant_patches", None) or quadrant_patches(request.references)
         canvas = build_canvas(gray, patches, size=(res_w, res_h))

@@ -118,35 +118,10 @@ class ColorGuider(ModelMixin, ConfigMixin):
             upcast_attention=upcast_attention,
         )
 
-        self.down_blocks = nn.ModuleList()
-        self.brushnet_down_blocks = nn.ModuleList([_zero_conv(block_out_channels[0])])
-        out_ch = block_out_channels[0]
-        for i, block_type in enumerate(down_block_types):
-            in_ch, out_ch = out_ch, block_out_channels[i]
-            is_final = i == levels - 1
-            common = dict(
-                num_layers=layers_per_block,
-                in_channels=in_ch,
-                out_channels=out_ch,
-                add_downsample=not is_final,
-                downsample_padding=downsample_padding,
-                **resnet_kwargs,
-            )
-            if block_type == SELF_ATTN_DOWN:
-                block = CrossAttnDownBlock2D(
-                    transformer_layers_per_block=transformer_layers_per_block[i],
-                    num_attention_heads=heads[i],
-                    **attn_kwargs,
-                    **common,
-                )
-            elif block_type == "DownBlock2D":
-                block = DownBlock2D(**common)
-            else:
-                raise ValueError(f"ColorGuider: unsupported down block type {block_type!r}")
-            self.down_blocks.append(block)
-            for _ in range(layers_per_block + (0 if is_final else 1)):
-                self.brushnet_down_blocks.append(_zero_conv(out_ch))
-
+        self.down_blocks, self.brushnet_down_blocks = _down_path(
+            down_block_types, block_out_channels, layers_per_block, heads, transformer_layers_per_block,
+            downsample_padding, resnet_kwargs, attn_kwargs,
+        )
         if mid_block_type != SELF_ATTN_MID:
             raise ValueError(f"ColorGuider: unsupported mid block type {mid_block_type!r}")
         self.mid_block = UNetMidBlock2DCrossAttn(
@@ -158,40 +133,10 @@ class ColorGuider(ModelMixin, ConfigMixin):
             **resnet_kwargs,
         )
         self.brushnet_mid_block = _zero_conv(block_out_channels[-1])
-
-        self.up_blocks = nn.ModuleList()
-        self.brushnet_up_blocks = nn.ModuleList()
-        reversed_channels = list(reversed(block_out_channels))
-        reversed_heads = list(reversed(heads))
-        reversed_layers = list(reversed(transformer_layers_per_block))
-        out_ch = reversed_channels[0]
-        for i, block_type in enumerate(up_block_types):
-            prev_ch, out_ch = out_ch, reversed_channels[i]
-            in_ch = reversed_channels[min(i + 1, levels - 1)]
-            is_final = i == levels - 1
-            common = dict(
-                num_layers=layers_per_block + 1,
-                in_channels=in_ch,
-                out_channels=out_ch,
-                prev_output_channel=prev_ch,
-                add_upsample=not is_final,
-                resolution_idx=i,
-                **resnet_kwargs,
-            )
-            if block_type == SELF_ATTN_UP:
-                block = CrossAttnUpBlock2D(
-                    transformer_layers_per_block=reversed_layers[i],
-                    num_attention_heads=reversed_heads[i],
-                    **attn_kwargs,
-                    **common,
-                )
-            elif block_type == "UpBlock2D":
-                block = UpBlock2D(**common)
-            else:
-                raise ValueError(f"ColorGuider: unsupported up block type {block_type!r}")
-            self.up_blocks.append(block)
-            for _ in range(layers_per_block + 1 + (0 if is_final else 1)):
-                self.brushnet_up_blocks.append(_zero_conv(out_ch))
+        self.up_blocks, self.brushnet_up_blocks = _up_path(
+            up_block_types, block_out_channels, layers_per_block, heads, transformer_layers_per_block,
+            resnet_kwargs, attn_kwargs,
+        )
 
     def time_embed(self, timestep: torch.Tensor | float | int, batch: int, dtype: torch.dtype) -> torch.Tensor:
         t = torch.as_tensor(timestep, device=self.conv_in_condition.weight.device)
@@ -252,3 +197,55 @@ class ColorGuider(ModelMixin, ConfigMixin):
 
 def _project(convs: nn.ModuleList, tensors: list[torch.Tensor], scale) -> list[torch.Tensor]:
     return [conv(t) * scale for conv, t in zip(convs, tensors, strict=True)]
+
+
+def _down_path(block_types, channels, layers_per_block, heads, transformer_layers, downsample_padding,
+               resnet_kwargs, attn_kwargs) -> tuple[nn.ModuleList, nn.ModuleList]:
+    """The UNet's down blocks (self-attention ones for SelfAttnDownBlock2D) and one 1x1
+    projection per residual they produce (conv_in's, each layer's, each downsampler's).
+    Built in the release's order (block, then its projections)."""
+    blocks, projections = nn.ModuleList(), nn.ModuleList([_zero_conv(channels[0])])
+    out_ch = channels[0]
+    for i, block_type in enumerate(block_types):
+        in_ch, out_ch = out_ch, channels[i]
+        is_final = i == len(channels) - 1
+        common = dict(num_layers=layers_per_block, in_channels=in_ch, out_channels=out_ch,
+                      add_downsample=not is_final, downsample_padding=downsample_padding, **resnet_kwargs)
+        if block_type == SELF_ATTN_DOWN:
+            block = CrossAttnDownBlock2D(transformer_layers_per_block=transformer_layers[i],
+                                         num_attention_heads=heads[i], **attn_kwargs, **common)
+        elif block_type == "DownBlock2D":
+            block = DownBlock2D(**common)
+        else:
+            raise ValueError(f"ColorGuider: unsupported down block type {block_type!r}")
+        blocks.append(block)
+        for _ in range(layers_per_block + (0 if is_final else 1)):
+            projections.append(_zero_conv(out_ch))
+    return blocks, projections
+
+
+def _up_path(block_types, channels, layers_per_block, heads, transformer_layers,
+             resnet_kwargs, attn_kwargs) -> tuple[nn.ModuleList, nn.ModuleList]:
+    """The up blocks and one 1x1 projection per layer output and upsampler output."""
+    blocks, projections = nn.ModuleList(), nn.ModuleList()
+    reversed_channels, reversed_heads = list(reversed(channels)), list(reversed(heads))
+    reversed_layers = list(reversed(transformer_layers))
+    levels = len(channels)
+    out_ch = reversed_channels[0]
+    for i, block_type in enumerate(block_types):
+        prev_ch, out_ch = out_ch, reversed_channels[i]
+        in_ch = reversed_channels[min(i + 1, levels - 1)]
+        is_final = i == levels - 1
+        common = dict(num_layers=layers_per_block + 1, in_channels=in_ch, out_channels=out_ch,
+                      prev_output_channel=prev_ch, add_upsample=not is_final, resolution_idx=i, **resnet_kwargs)
+        if block_type == SELF_ATTN_UP:
+            block = CrossAttnUpBlock2D(transformer_layers_per_block=reversed_layers[i],
+                                       num_attention_heads=reversed_heads[i], **attn_kwargs, **common)
+        elif block_type == "UpBlock2D":
+            block = UpBlock2D(**common)
+        else:
+            raise ValueError(f"ColorGuider: unsupported up block type {block_type!r}")
+        blocks.append(block)
+        for _ in range(layers_per_block + 1 + (0 if is_final else 1)):
+            projections.append(_zero_conv(out_ch))
+    return blocks, projections

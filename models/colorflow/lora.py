@@ -4,7 +4,7 @@ The release's `GraySD/unet_lora.*` is a state dict saved from a UNet after
 `add_adapter(LoraConfig(r=64, lora_alpha=64, ...))`, so its names are the module's own:
 `<path>.lora_A.default.weight` / `<path>.lora_B.default.weight`. The official code loads it
 with `strict=False`, which silently loads nothing when names differ; here every key is
-accounted for (see `weights.LoadReport`). Accepted spellings: `.lora_A.default.`, the peft
+accounted for (see `checked_load.LoadReport`). Accepted spellings: `.lora_A.default.`, the peft
 export style `.lora_A.` (no adapter name), and either with a `unet.` or `base_model.model.`
 prefix. Non-LoRA keys that name a UNet parameter are loaded too (as strict=False would).
 """
@@ -15,6 +15,8 @@ import re
 
 import torch
 from torch import nn
+
+from .checked_load import load_state_dict_checked
 
 LORA_TARGET_MODULES = ["to_k", "to_q", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2"]
 ADAPTER_NAME = "default"
@@ -59,8 +61,6 @@ def load_lora_weights(
 
     Fails (WeightsError) if a LoRA tensor of the model is missing from the file, or a file
     key matches nothing, or a shape differs. Returns the LoadReport."""
-    from .weights import load_state_dict_checked
-
     renamed = {normalize_lora_key(k): v for k, v in state_dict.items()}
     if len(renamed) != len(state_dict):
         raise ValueError(f"{source}: several keys map to the same LoRA parameter after normalising prefixes")
@@ -71,21 +71,14 @@ def load_lora_weights(
     return load_state_dict_checked(unet, renamed, source, required_keys=required, assign=assign)
 
 
-def merge_lora(unet: nn.Module) -> int:
-    """Fold every LoRA into its base Linear (W + scale * B @ A) and unwrap it, so inference
-    runs plain Linears. Returns the number of merged layers."""
-    from peft.tuners.lora import LoraLayer
+def merge_lora(unet) -> int:
+    """Fold every LoRA into its base Linear (W + scale * B @ A) with diffusers' `fuse_lora`,
+    then drop the LoRA layers (`unload_lora`), so inference runs plain Linears. Returns the
+    number of merged layers."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
 
-    merged = 0
-    for name, module in list(unet.named_modules()):
-        if isinstance(module, LoraLayer):
-            module.merge()
-            parent_name, _, child = name.rpartition(".")
-            parent = unet.get_submodule(parent_name) if parent_name else unet
-            setattr(parent, child, module.get_base_layer())
-            merged += 1
-    # diffusers' forward checks this flag before touching peft layers
+    merged = sum(isinstance(m, BaseTunerLayer) for m in unet.modules())
     if merged:
-        unet._hf_peft_config_loaded = False
-        unet.peft_config = {}
+        unet.fuse_lora()
+        unet.unload_lora()
     return merged

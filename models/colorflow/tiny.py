@@ -62,11 +62,11 @@ def write_tiny_tokenizer(folder: Path, max_length: int = 16) -> None:
     tokens = ["<|startoftext|>", "<|endoftext|>"]
     for ch in string.ascii_lowercase + string.digits + ".,!?'":
         tokens += [ch, ch + "</w>"]
-    (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}))
-    (folder / "merges.txt").write_text("#version: 0.2\n")
-    tokenizer = CLIPTokenizer(
-        vocab_file=str(folder / "vocab.json"), merges_file=str(folder / "merges.txt"), model_max_length=max_length
-    )
+    # transformers 5 takes the vocab itself (a `vocab_file=` argument is silently ignored,
+    # which left a 3-token vocab that maps every prompt to the same ids)
+    tokenizer = CLIPTokenizer(vocab={t: i for i, t in enumerate(tokens)}, merges=[], model_max_length=max_length)
+    if tokenizer("manga").input_ids == tokenizer("").input_ids:
+        raise RuntimeError("tiny CLIP tokenizer: prompts are not told apart")
     tokenizer.save_pretrained(str(folder))
 
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from .base import ColorizeRequest, Colorizer, Reference
 
 if TYPE_CHECKING:
-    from chromaflow.config import Config
+    from chromaflow.conf import Config
 
 BACKENDS: dict[str, str] = {
     "region": "chromaflow.models.colorizers.region:RegionColorizer",
@@ -32,7 +32,7 @@ def available_backends() -> list[str]:
 def build_colorizer(config: "Config") -> Colorizer:
     name = config.colorize.backend
     if name not in BACKENDS and ":" not in name:
-        from chromaflow.config import ConfigError
+        from chromaflow.conf import ConfigError
 
         raise ConfigError(f"unknown colorize backend {name!r}; available: {', '.join(available_backends())} "
                          f"(or a plugin as module:Class)")

@@ -36,7 +36,7 @@ class ColorizeRequest:
     # ColorFlow canvas input: per page quadrant (TL, TR, BL, BR) the retrieved reference
     # patches, best first (RGB uint8). None when retrieval stored no quadrant results.
     quadrant_patches: list[list[np.ndarray]] | None = None
-    # Palette memory (retrieval/palette.py): the remembered colors (uint8 RGB, N x 3) of the
+    # Palette memory (models/palette_memory.py): the remembered colors (uint8 RGB, N x 3) of the
     # identities on this page; backends snap their fills to them. None: no memory.
     palette: np.ndarray | None = None
     palette_tolerance: float = 8.0

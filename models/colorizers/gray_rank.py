@@ -11,7 +11,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from chromaflow.config import Config
+from chromaflow.conf import Config
 
 from .base import ColorizeRequest
 

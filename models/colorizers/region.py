@@ -31,7 +31,7 @@ import logging
 import cv2
 import numpy as np
 
-from chromaflow.config import ColorizeConfig, Config
+from chromaflow.conf import ColorizeConfig, Config
 from chromaflow.models.correspondence import (
     ReferenceView, decide, descriptor_votes, inclusion_votes, lightness_prior, region_gray)
 from chromaflow.models.descreen import descreen, white_balanced

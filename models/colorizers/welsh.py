@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 from scipy.spatial import cKDTree
 
-from chromaflow.config import Config
+from chromaflow.conf import Config
 
 from .base import ColorizeRequest
 

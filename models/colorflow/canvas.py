@@ -1,5 +1,8 @@
 """ColorFlow's stitched canvas: the input of its In-context Colorization Pipeline (ICP).
 
+A pure image function (numpy + OpenCV): the retrieval stage feeds it the patches it found,
+the diffusion backend builds the canvas it colorizes with it.
+
 Layout (ColorFlow app.py, see docs/retrieval.md): a white 2W x 2H canvas split into a 4x4
 grid of W/2 x H/2 cells. The query (page line art / grayscale) fills the centre 2x2 cells at
 (W/2, H/2). Each query quadrant's top-1/2/3 retrieved patches go to the 3 border cells next
@@ -26,7 +29,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from .patches import QUADRANTS
+from chromaflow.models.patches import QUADRANTS
 
 # (row, col) of the top-1, top-2, top-3 cells for each quadrant, as in ColorFlow's idx_table.
 CELL_TABLE: dict[str, list[tuple[int, int]]] = {
@@ -138,37 +141,3 @@ def build_canvas(query: np.ndarray, quadrant_patches: list[list[np.ndarray]],
     mask[ch:ch + h, cw:cw + w] = 0
     return Canvas(image=image, mask=mask, query_box=(cw, ch, cw + w, ch + h), cell_size=(cw, ch),
                   work_size=(w, h), page_size=(page_w, page_h), cells=cells)
-
-
-def canvas_for_page(store, result: dict, query: np.ndarray, size: tuple[int, int] | None = None) -> Canvas:
-    """Canvas from a `ReferenceStore.search` result: loads each quadrant's patches from the store.
-    The cells record which reference and box each came from."""
-    colors: dict[str, np.ndarray] = {}  # each reference decoded once, however many of its patches are used
-
-    def patch(hit: dict) -> np.ndarray:
-        if hit["name"] not in colors:
-            colors[hit["name"]] = store.load_reference(hit["name"]).color
-        x0, y0, x1, y1 = (int(v) for v in hit["box"])
-        return colors[hit["name"]][y0:y1, x0:x1]
-
-    patches = [[patch(hit) for hit in hits[:3]] for hits in result["quadrants"]]
-    canvas = build_canvas(query, patches, size)
-    by_slot = {(q, r + 1): hit for q, hits in zip(QUADRANTS, result["quadrants"]) for r, hit in enumerate(hits[:3])}
-    for cell in canvas.cells:
-        hit = by_slot[(cell["quadrant"], cell["rank"])]
-        cell.update({"reference": hit["name"], "identity": hit["identity"], "score": hit["score"],
-                     "reference_box": hit["box"]})
-    return canvas
-
-
-def canvas_sample(store, result: dict, query: np.ndarray, size: tuple[int, int] | None = None) -> dict[str, bytes]:
-    """WebDataset members for a page's canvas in the `retrieval/` shards (when
-    `retrieval.store_canvas` is on): canvas.png (RGB), mask.png (gray), canvas.json
-    (`Canvas.info()`, which lists the references used per cell)."""
-    import json
-
-    from chromaflow.storage.images import encode_png
-
-    canvas = canvas_for_page(store, result, query, size)
-    return {"canvas.png": encode_png(canvas.image), "mask.png": encode_png(canvas.mask),
-            "canvas.json": json.dumps(canvas.info(), sort_keys=True).encode()}

@@ -1,4 +1,5 @@
-"""ColorFlow's patch layout (RAP, paper §3.1).
+"""Boxes and crops, and ColorFlow's patch layout (RAP, paper §3.1): used by retrieval (what is
+embedded), the ColorFlow canvas (where patches go) and the panel splitter.
 
 A query page is cut into 4 overlapping crops of 3/4 width x 3/4 height, stride 1/4, in the
 order top-left, top-right, bottom-left, bottom-right. A reference gets the same 4 crops plus
@@ -30,3 +31,7 @@ def reference_boxes(width: int, height: int) -> list[tuple[str, Box]]:
 def crop(image: np.ndarray, box: Box) -> np.ndarray:
     x0, y0, x1, y1 = box
     return image[y0:y1, x0:x1]
+
+
+def whole_image(image: np.ndarray) -> Box:
+    return (0, 0, image.shape[1], image.shape[0])

@@ -1,4 +1,4 @@
-"""Ingest: turn a chapter or an episode into `frames/` WebDataset shards.
+"""ingest: turn a chapter or an episode into the `ingest/` WebDataset shards.
 
 Pages keep their reading-order index even when they fail to decode, so shard membership
 (index // shard_size) never depends on which pages were readable, and a resumed run
@@ -15,13 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from chromaflow.config import Config
+from chromaflow.conf import Config
+from chromaflow.storage.images import ImageError, decode_image, encode_png
+from chromaflow.storage.job import JobDir
+from chromaflow.storage.shards import json_bytes, read_stats
+from chromaflow.storage.sources import (CHAPTER, EPISODE, SourceError, file_fingerprint, iter_video, list_chapter,
+                                        probe_video, source_kind)
 
-from .images import ImageError, decode_image, encode_png
-from .job import STAGE_CONFIG, JobDir
-from .shards import finish_shard, is_done, json_bytes, read_stats
-from .sources import (CHAPTER, EPISODE, SourceError, file_fingerprint, iter_video, list_chapter,
-                      probe_video, source_kind)
+from .registry import INGEST, stage_config_sha
+from .runner import finish_shard, output_intact
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +43,15 @@ def sample_key(kind: str, index: int) -> str:
     return f"{'f' if kind == EPISODE else 'p'}{index:06d}"
 
 
-def ingest(source: str | Path, job: JobDir, config: Config) -> IngestSummary:
-    kind = source_kind(source)
-    if kind == EPISODE:
-        return _ingest_episode(Path(source), job, config)
-    return _ingest_chapter(Path(source), job, config)
+def run(job: JobDir, source: str | Path, config: Config) -> IngestSummary:
+    """Write the ingest shards (unchanged ones are kept) and record the shard count in job.json."""
+    if source_kind(source) == EPISODE:
+        summary = _ingest_episode(Path(source), job, config)
+    else:
+        summary = _ingest_chapter(Path(source), job, config)
+    job.write_info({**job.read_info(), "num_shards": summary.num_shards, "num_items": summary.num_items,
+                    "fps": summary.fps})
+    return summary
 
 
 def _ingest_chapter(source: Path, job: JobDir, config: Config) -> IngestSummary:
@@ -56,7 +62,7 @@ def _ingest_chapter(source: Path, job: JobDir, config: Config) -> IngestSummary:
     pages = listing.pages
     num_shards = (len(pages) + size - 1) // size
     summary = IngestSummary(CHAPTER, len(pages), num_shards, skipped=listing.skipped)
-    config_sha = config.section_hash(*STAGE_CONFIG["frames"])
+    config_sha = stage_config_sha(config, INGEST)
     for shard in range(num_shards):
         members = pages[shard * size:(shard + 1) * size]
         started = time.time()
@@ -74,7 +80,7 @@ def _ingest_chapter(source: Path, job: JobDir, config: Config) -> IngestSummary:
             digest.update(hashlib.sha256(data).digest())
             raw.append((page, data, problem))
         input_sha = digest.hexdigest()
-        if is_done(job, "frames", shard, input_sha, config_sha):
+        if _ingested(job, shard, input_sha, config_sha):
             summary.failed.extend(_previous_failures(job, shard))
             continue
         samples, failed = [], []
@@ -93,7 +99,7 @@ def _ingest_chapter(source: Path, job: JobDir, config: Config) -> IngestSummary:
             meta = {"index": page.index, "source": page.name, "width": rgb.shape[1], "height": rgb.shape[0],
                     "scene_id": 0, "kind": CHAPTER}
             samples.append({"__key__": sample_key(CHAPTER, page.index), "png": encode_png(rgb), "json": json_bytes(meta)})
-        finish_shard(job, "frames", shard, samples, failed, input_sha, config_sha, started)
+        finish_shard(job, INGEST, shard, samples, failed, input_sha, config_sha, started)
         summary.failed.extend(failed)
         summary.shards_written.append(shard)
     return summary
@@ -103,7 +109,7 @@ def _ingest_episode(source: Path, job: JobDir, config: Config) -> IngestSummary:
     info = probe_video(source)
     size = config.job.shard_size
     ing = config.ingest
-    config_sha = config.section_hash(*STAGE_CONFIG["frames"])
+    config_sha = stage_config_sha(config, INGEST)
     fingerprint = file_fingerprint(source)
     summary = IngestSummary(EPISODE, 0, 0, fps=info.fps / ing.video_stride)
     frames = iter_video(source, ing.video_stride, ing.max_frames, ing.scene_cut_threshold)
@@ -112,7 +118,7 @@ def _ingest_episode(source: Path, job: JobDir, config: Config) -> IngestSummary:
         input_sha = hashlib.sha256(f"{fingerprint}:{shard}:{len(batch)}".encode()).hexdigest()
         summary.num_items += len(batch)
         summary.num_shards = shard + 1
-        if is_done(job, "frames", shard, input_sha, config_sha):
+        if _ingested(job, shard, input_sha, config_sha):
             continue  # decoded anyway (videos only seek reliably forward); not rewritten
         samples = []
         for frame in batch:
@@ -122,7 +128,7 @@ def _ingest_episode(source: Path, job: JobDir, config: Config) -> IngestSummary:
                     "scene_id": frame.scene_id, "kind": EPISODE}
             samples.append({"__key__": sample_key(EPISODE, frame.index), "png": encode_png(frame.image),
                             "json": json_bytes(meta)})
-        finish_shard(job, "frames", shard, samples, [], input_sha, config_sha, started)
+        finish_shard(job, INGEST, shard, samples, [], input_sha, config_sha, started)
         summary.shards_written.append(shard)
     if summary.num_items == 0:
         raise SourceError(f"{source}: video has no decodable frames")
@@ -140,5 +146,12 @@ def _batched(items: Iterator, size: int) -> Iterator[list]:
         yield batch
 
 
+def _ingested(job: JobDir, shard: int, input_sha: str, config_sha: str) -> bool:
+    """This shard was ingested from the same bytes and settings, and its tar is intact."""
+    stats = read_stats(job, INGEST, shard)
+    return (stats is not None and stats.get("input_sha256") == input_sha and stats.get("config_sha256") == config_sha
+            and output_intact(job, INGEST, shard, stats))
+
+
 def _previous_failures(job: JobDir, shard: int) -> list[dict[str, str]]:
-    return list((read_stats(job, "frames", shard) or {}).get("failed", []))
+    return list((read_stats(job, INGEST, shard) or {}).get("failed", []))

@@ -14,10 +14,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .atomic import write_bytes
-from .images import decode_png, encode_jpeg, resize_longest
-from .job import JobDir
-from .shards import read_shard, read_stats
+from chromaflow.storage.atomic import write_bytes
+from chromaflow.storage.images import decode_png, encode_jpeg, resize_longest
+from chromaflow.storage.job import JobDir
+from chromaflow.storage.shards import read_shard, read_stats
+
+from .registry import FINAL, INGEST, SHARD_SETS
 
 
 def jpeg_data_uri(rgb: np.ndarray) -> str:
@@ -37,10 +39,10 @@ def before_after_uris(job: JobDir, pages: list[dict], height: int = 240) -> dict
         wanted.setdefault(page["index"] // shard_size, set()).add(page["key"])
     uris = {}
     for shard, keys in wanted.items():
-        if read_stats(job, "final", shard) is None:
+        if read_stats(job, FINAL, shard) is None:
             continue
         before = _before_images(job, shard)
-        for sample in read_shard(job.shard_path("final", shard)):
+        for sample in read_shard(job.shard_path(FINAL, shard)):
             key = sample["__key__"]
             if key not in keys or key not in before:
                 continue
@@ -53,9 +55,9 @@ def before_after_uris(job: JobDir, pages: list[dict], height: int = 240) -> dict
 
 
 def _before_images(job: JobDir, shard: int) -> dict:
-    if read_stats(job, "frames", shard) is None:
+    if read_stats(job, INGEST, shard) is None:
         return {}
-    return {s["__key__"]: s for s in read_shard(job.shard_path("frames", shard))}
+    return {s["__key__"]: s for s in read_shard(job.shard_path(INGEST, shard))}
 
 
 STATUS_COLORS = {"ok": "#2e7d32", "partial": "#ef6c00", "failed": "#c62828", "missing": "#757575"}
@@ -102,9 +104,9 @@ def write_report(job: JobDir, manifest_rows: list[dict], pages: list[dict], fail
     cards = []
     for shard in range(job.num_shards()):
         before = _before_images(job, shard)
-        if read_stats(job, "final", shard) is None:
+        if read_stats(job, FINAL, shard) is None:
             continue
-        for sample in read_shard(job.shard_path("final", shard)):
+        for sample in read_shard(job.shard_path(FINAL, shard)):
             meta = json.loads(sample["json"])
             orig = before.get(sample["__key__"])
             before_img = (f'<img alt="before" src="{thumbnail_uri(decode_png(orig["png"]), thumb_size)}">'
@@ -116,7 +118,7 @@ def write_report(job: JobDir, manifest_rows: list[dict], pages: list[dict], fail
                 f'<div class="cap">#{meta["index"] + 1} {html.escape(meta["source"])} · '
                 f'{meta["width"]}×{meta["height"]} · identities: {html.escape(idents)}<br>'
                 f'references: {html.escape(", ".join(meta.get("references", [])))}</div></div>')
-    stages = sorted({r["stage"] for r in manifest_rows}, key=["frames", "lines", "retrieval", "color", "final"].index)
+    stages = sorted({r["stage"] for r in manifest_rows}, key=SHARD_SETS.index)
     by_shard: dict[int, dict[str, dict]] = {}
     for row in manifest_rows:
         by_shard.setdefault(row["shard"], {})[row["stage"]] = row

@@ -1,9 +1,11 @@
-"""Ray actor pool for the model stages (colorize, upscale).
+"""A Ray actor pool that runs shard stages: generic, it knows no stage names.
 
-Each actor builds its models once and then processes whole shards, so weights are loaded
-once per actor, not per page or per task (prefect-ray's RayTaskRunner would make every
-Prefect task a Ray *task* and reload the model each time). Prefect tasks in the flow
-process call `StagePool.run(...)`, which blocks until a free actor has finished the shard.
+Each actor builds a runner once (`factory(config)`, e.g. stages/workers.py: the models of
+the pooled stages) and then processes whole shards with `runner.run(stage, job, shard)`,
+so weights are loaded once per actor, not per page or per task (prefect-ray's
+RayTaskRunner would make every Prefect task a Ray *task* and reload the model each time).
+Prefect tasks in the flow process call `StagePool.run(...)`, which blocks until a free
+actor has finished the shard.
 
 Faults: an actor that dies (segfault, OOM kill, os._exit) is replaced and the shard goes
 back to the queue, so it runs again on another actor; an exception inside the shard is
@@ -22,9 +24,10 @@ from typing import Any, Callable
 import ray
 from ray.exceptions import RayActorError, RayTaskError
 
-from chromaflow.config import Config
+from chromaflow.conf import Config
 from chromaflow.storage.job import JobDir
-from chromaflow.storage.shards import record_failure
+
+from .runner import record_failure
 
 log = logging.getLogger(__name__)
 
@@ -33,33 +36,8 @@ class ShardFailed(RuntimeError):
     """A shard failed on every attempt."""
 
 
-class ModelStageRunner:
-    """What lives inside one actor: the colorizer and the reference stores, loaded once."""
-
-    def __init__(self, config: Config):
-        import cv2
-
-        # One actor per requested CPU: keep OpenCV from oversubscribing the cores.
-        cv2.setNumThreads(max(1, int(config.ray.num_cpus_per_actor)))
-        self.config = config
-        # Built here, once per actor: this is where learned backends load their weights.
-        from chromaflow.models.colorizers import build_colorizer
-
-        self.colorizer = build_colorizer(config)
-
-    def run(self, stage: str, job: JobDir, shard: int):
-        from chromaflow.models.stages import run_color_shard, run_final_shard
-        from chromaflow.retrieval.palette import job_palette_memory
-        from chromaflow.retrieval.stage import open_store
-
-        if stage == "color":
-            return run_color_shard(job, shard, self.config, self.colorizer, open_store(job),
-                                   job_palette_memory(job, self.config))
-        if stage == "final":
-            return run_final_shard(job, shard, self.config)
-        raise ValueError(f"stage {stage!r} does not run on the actor pool")
-
-
+# factory(config) -> an object with run(stage: str, job: JobDir, shard: int) -> ShardStats,
+# built once inside each actor.
 RunnerFactory = Callable[[Config], Any]
 
 
@@ -91,7 +69,7 @@ def ensure_ray(config: Config) -> bool:
 
 
 class StagePool:
-    def __init__(self, config: Config, factory: RunnerFactory = ModelStageRunner):
+    def __init__(self, config: Config, factory: RunnerFactory):
         self.config = config
         self.factory = factory
         self.started_ray = ensure_ray(config)
@@ -127,7 +105,7 @@ class StagePool:
                 if exc.actor_init_failed:
                     # The model could not even be built (bad weights path, missing plugin):
                     # every shard would fail the same way, so stop retrying everywhere.
-                    self.broken = error = f"colorizer failed to load: {_last_line(str(exc))}"
+                    self.broken = error = f"model failed to load: {_last_line(str(exc))}"
                     self._free.put(actor)
                     break
                 error = f"worker crashed: {_first_line(str(exc))}"

@@ -1,8 +1,8 @@
-"""Declarative job configuration: conf/*.yaml validated by pydantic.
+"""The configuration schema: every key, its type, its bounds and its default.
 
-`load_config()` starts from conf/default.yaml, deep-merges a user file, then applies
-`key.path=value` overrides. Unknown keys are errors that name the key, so a typo never
-silently falls back to a default.
+These pydantic models are the one place defaults are written. conf/default.yaml lists the
+same values with a comment per key for people to read and copy; tests/test_config.py
+fails when the two differ.
 """
 
 from __future__ import annotations
@@ -10,17 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-DEFAULT_CONFIG = CONF_DIR / "default.yaml"
-
-
-class ConfigError(ValueError):
-    """A configuration problem, phrased as one line for the user."""
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class _Section(BaseModel):
@@ -30,7 +22,8 @@ class _Section(BaseModel):
 class JobConfig(_Section):
     name: str | None = None
     shard_size: int = Field(16, ge=1, le=10000)
-    max_image_pixels: int = Field(200_000_000, ge=1)
+    # Pillow refuses images over 2 x its MAX_IMAGE_PIXELS (178,956,970 px) whatever this says.
+    max_image_pixels: int = Field(178_956_970, ge=1)
     max_image_side: int = Field(20000, ge=1)
 
 
@@ -41,7 +34,6 @@ class IngestConfig(_Section):
 
 
 class LinesConfig(_Section):
-    backend: str = "classical"
     work_size: int = Field(2048, ge=64)
     xdog_sigma: float = Field(0.7, gt=0)
     xdog_k: float = Field(1.6, gt=1)
@@ -137,16 +129,26 @@ class ColorizeConfig(_Section):
     palette_tolerance: float = Field(8.0, ge=0, le=100)
     palette_memory_seed: str | None = None
     diffusion: DiffusionConfig = DiffusionConfig()
+    # A ColorFlow weights folder holding GraySD/ (e.g. RUN_DIR/checkpoints/step-000500 from
+    # `chromaflow train-colorizer`); when set it replaces diffusion.colorflow_path (issue 15).
+    weights: str | None = None
 
-    @field_validator("palette_memory_seed")
+    @field_validator("palette_memory_seed", "weights")
     @classmethod
     def _absolute_seed(cls, value: str | None) -> str | None:
         # Stored in job.json: a rerun from another directory must find the same file.
         return str(Path(value).expanduser().absolute()) if value else value
 
+    @model_validator(mode="after")
+    def _weights_point_the_backend(self) -> "ColorizeConfig":
+        # The diffusion backend reads diffusion.colorflow_path; `weights` is the short name
+        # a user passes for a trained checkpoint (--set colorize.weights=...).
+        if self.weights and self.diffusion.colorflow_path != self.weights:
+            self.diffusion = self.diffusion.model_copy(update={"colorflow_path": self.weights})
+        return self
+
 
 class UpscaleConfig(_Section):
-    backend: str = "guided_filter"
     radius: int = Field(2, ge=1)
     eps: float = Field(1e-4, gt=0)
 
@@ -171,6 +173,94 @@ class ExportConfig(_Section):
     report_thumb_size: int = Field(320, ge=32)
 
 
+class TrainConfig(_Section):
+    """`chromaflow build-training-set`, `train-colorizer`, `train-guided-sr` (training/, docs/training.md)."""
+
+    seed: int = Field(0, ge=0)
+    # build-training-set
+    page_max_side: int = Field(1024, ge=64)
+    shard_size: int = Field(64, ge=1, le=100000)
+    validation_chapters: int = Field(1, ge=0)
+    refs_per_quadrant: int = Field(3, ge=1, le=16)
+    exclude_neighbors: int = Field(8, ge=0)
+    screen_weight: tuple[float, float] = (0.0, 1.0)
+    screen_period: tuple[float, float] = (4.0, 8.0)
+    shuffled_references: bool = False
+    shuffle_grids: list[int] = Field(default_factory=lambda: [2, 4, 8, 16, 32])
+    instance_crops: bool = False
+    # models
+    sd15_path: str | None = None
+    init_weights: str | None = None
+    random_base: Literal["tiny", "sd15"] | None = None
+    lora_rank: int = Field(64, ge=1, le=1024)
+    # Ray Train
+    num_workers: int = Field(1, ge=1)
+    use_gpu: Literal["auto"] | bool = "auto"
+    cpus_per_worker: float = Field(1, gt=0)
+    max_failures: int = Field(0, ge=0)
+    data_workers: int = Field(0, ge=0)
+    # optimisation
+    steps: int = Field(1000, ge=1)
+    batch_size: int = Field(1, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    lr: float = Field(1e-5, gt=0)
+    lr_warmup_steps: int = Field(0, ge=0)
+    weight_decay: float = Field(1e-2, ge=0)
+    max_grad_norm: float = Field(1.0, ge=0)
+    optimizer: Literal["auto", "adamw", "adamw8bit"] = "auto"
+    mixed_precision: Literal["auto", "no", "bf16"] = "auto"
+    gradient_checkpointing: bool = True
+    ema_decay: float | None = Field(None, gt=0, lt=1)
+    # colorizer samples
+    timestep_shift: float = 1.5
+    query_size: str = "512x800"
+    crop_context: tuple[float, float] = (0.25, 1.0)
+    crop_downsample: float = Field(0.5, gt=0, le=1)
+    screenstyle_prob: float = Field(0.5, ge=0, le=1)
+    shuffled_reference_prob: float = Field(0.0, ge=0, le=1)
+    # guided SR samples
+    gsrp_crop: int = Field(512, ge=64)
+    gsrp_scale: float = Field(0.5, gt=0, lt=1)
+    gsrp_vae_roundtrip: bool = True
+    # bookkeeping
+    log_every: int = Field(10, ge=1)
+    checkpoint_every: int = Field(500, ge=1)
+    keep_checkpoints: int = Field(3, ge=1)
+    validate_every: int = Field(1000, ge=0)
+    validation_pages: int = Field(4, ge=1)
+
+    @field_validator("sd15_path", "init_weights")
+    @classmethod
+    def _absolute_path(cls, value: str | None) -> str | None:
+        return str(Path(value).expanduser().absolute()) if value else value
+
+    @field_validator("shuffle_grids")
+    @classmethod
+    def _grids(cls, value: list[int]) -> list[int]:
+        if not value or any(g < 2 or g > 64 for g in value):
+            raise ValueError("grids must be between 2 and 64 cells per side")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "TrainConfig":
+        if self.validate_every and self.validate_every % self.checkpoint_every:
+            raise ValueError(f"validate_every ({self.validate_every}) must be a multiple of checkpoint_every "
+                             f"({self.checkpoint_every}): validation colorizes from a saved checkpoint")
+        for name in ("screen_weight", "crop_context"):
+            low, high = getattr(self, name)
+            if not 0 <= low <= high <= 1:
+                raise ValueError(f"{name} must be [low, high] with 0 <= low <= high <= 1")
+        if not 0 < self.screen_period[0] <= self.screen_period[1]:
+            raise ValueError("screen_period must be [low, high] with 0 < low <= high")
+        try:
+            width, height = (int(v) for v in self.query_size.lower().split("x"))
+        except ValueError:
+            raise ValueError(f"query_size: expected 'WxH', got {self.query_size!r}") from None
+        if width % 32 or height % 32 or width <= 0 or height <= 0:
+            raise ValueError(f"query_size {self.query_size}: sides must be positive multiples of 32")
+        return self
+
+
 class Config(_Section):
     job: JobConfig = JobConfig()
     ingest: IngestConfig = IngestConfig()
@@ -181,6 +271,7 @@ class Config(_Section):
     ray: RayConfig = RayConfig()
     prefect: PrefectConfig = PrefectConfig()
     export: ExportConfig = ExportConfig()
+    train: TrainConfig = TrainConfig()
 
     def section_hash(self, *keys: str) -> str:
         """Stable hash of the named sections or dotted keys ("colorize.work_size"): a stage's
@@ -194,77 +285,3 @@ class Config(_Section):
             picked[key] = node
         payload = json.dumps(picked, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()
-
-
-def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: top level must be a mapping of sections")
-    return data
-
-
-def parse_overrides(overrides: list[str] | None) -> dict[str, Any]:
-    """Turn ['colorize.work_size=512', 'ray.address=auto'] into a nested dict.
-    Values are parsed as YAML scalars, so numbers, booleans and null work."""
-    nested: dict[str, Any] = {}
-    for item in overrides or []:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r}: expected key.path=value")
-        key, raw = item.split("=", 1)
-        parts = [p for p in key.strip().split(".") if p]
-        if not parts:
-            raise ConfigError(f"override {item!r}: empty key")
-        node = nested
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {item!r}: {part} is set twice")
-        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
-    return nested
-
-
-def _format_validation_error(exc: ValidationError, origin: str) -> str:
-    problems = []
-    for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"])
-        if err["type"] == "extra_forbidden":
-            problems.append(f"unknown key '{key}'")
-        else:
-            problems.append(f"'{key}': {err['msg']}")
-    return f"{origin}: " + "; ".join(problems)
-
-
-def validate_config(data: dict[str, Any], origin: str = "config") -> Config:
-    try:
-        return Config.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(_format_validation_error(exc, origin)) from None
-
-
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    data = _read_yaml(DEFAULT_CONFIG)
-    origin = str(DEFAULT_CONFIG)
-    if path is not None:
-        data = _deep_merge(data, _read_yaml(Path(path)))
-        origin = str(path)
-    if overrides:
-        data = _deep_merge(data, parse_overrides(overrides))
-        origin += " + --set overrides"
-    return validate_config(data, origin)

@@ -1,9 +1,10 @@
-"""Export: the `final/` shards become what a reader or editor uses.
+"""export: the `upscale/` shards become what a reader or editor uses.
 
 Chapters: `pages/NNNN_<source stem>.png` in reading order at the original sizes, plus
 `chapter.cbz`. Episodes: `episode.mp4` at the source frame rate (frames whose shard
-failed are taken uncolored from `frames/`, so timing never shifts) plus `pages/` stills.
-Existing page files are rewritten only when their content changed.
+failed are taken uncolored from `ingest/`, so timing never shifts) plus `pages/` stills.
+Existing page files are rewritten only when their content changed. Then the manifest and
+report.html (stages/report.py).
 """
 
 from __future__ import annotations
@@ -17,11 +18,15 @@ from pathlib import Path, PurePosixPath
 import cv2
 import numpy as np
 
-from .atomic import atomic_path, write_bytes
-from .images import decode_png
-from .job import JobDir
-from .shards import read_shard, read_stats
-from .sources import EPISODE
+from chromaflow.storage.atomic import atomic_path, write_bytes
+from chromaflow.storage.images import decode_png
+from chromaflow.storage.job import JobDir
+from chromaflow.storage.manifest import write_manifest
+from chromaflow.storage.shards import read_shard, read_stats
+from chromaflow.storage.sources import EPISODE
+
+from .registry import FINAL, INGEST, SHARD_SETS
+from .report import write_report
 
 
 @dataclass
@@ -51,9 +56,9 @@ def export_pages(job: JobDir, write: bool = True) -> list[ExportedPage]:
     write=False only lists them (and writes pages that are missing)."""
     pages: list[ExportedPage] = []
     for shard in range(job.num_shards()):
-        if read_stats(job, "final", shard) is None:
+        if read_stats(job, FINAL, shard) is None:
             continue
-        for sample in read_shard(job.shard_path("final", shard)):
+        for sample in read_shard(job.shard_path(FINAL, shard)):
             meta = json.loads(sample["json"])
             name = page_file_name(meta["index"], meta["source"])
             if write or not (job.pages / name).exists():
@@ -89,11 +94,11 @@ def write_episode_video(job: JobDir, fps: float) -> Path:
     size = None
     for shard in range(job.num_shards()):
         colored = {}
-        if read_stats(job, "final", shard) is not None:
-            colored = {s["__key__"]: s for s in read_shard(job.shard_path("final", shard))}
-        if read_stats(job, "frames", shard) is None:
+        if read_stats(job, FINAL, shard) is not None:
+            colored = {s["__key__"]: s for s in read_shard(job.shard_path(FINAL, shard))}
+        if read_stats(job, INGEST, shard) is None:
             continue
-        for sample in read_shard(job.shard_path("frames", shard)):
+        for sample in read_shard(job.shard_path(INGEST, shard)):
             meta = json.loads(sample["json"])
             chosen = colored.get(sample["__key__"], sample)
             rgb = decode_png(chosen["png"])
@@ -113,8 +118,8 @@ def write_episode_video(job: JobDir, fps: float) -> Path:
     return target
 
 
-def export_job(job: JobDir, write: bool = True) -> dict:
-    """Export everything; write=False (nothing changed since the last export) keeps the
+def export_outputs(job: JobDir, write: bool = True) -> dict:
+    """Pages and cbz/mp4; write=False (nothing changed since the last export) keeps the
     existing video/cbz and only fills in what is missing."""
     info = job.read_info()
     pages = export_pages(job, write)
@@ -127,3 +132,15 @@ def export_job(job: JobDir, write: bool = True) -> dict:
         cbz = job.root / "chapter.cbz"
         outputs["cbz"] = str(write_cbz(job, pages) if write or not cbz.exists() else cbz)
     return {"outputs": outputs, "pages": [p.__dict__ for p in pages]}
+
+
+def run(job: JobDir, failures: list[str], force: bool = True) -> dict:
+    """Pages, cbz/mp4, manifest and report. With force=False (nothing was recomputed) the
+    existing outputs are kept and only listed."""
+    exported = export_outputs(job, write=force)
+    rows = write_manifest(job, SHARD_SETS)
+    report = job.root / "report.html"
+    if force or not report.exists():
+        report = write_report(job, rows, exported["pages"], failures,
+                              job.read_info()["config"]["export"]["report_thumb_size"])
+    return {**exported, "report": str(report), "manifest": rows}

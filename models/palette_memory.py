@@ -10,9 +10,8 @@ so a character keeps one red from first page to last.
 
 Deterministic with shards colorized in parallel: the memory is built once, before the
 colorize stage, from the reference pool alone (sorted order; nothing depends on which page
-was colorized first) and written to `<job>/palette_memory.json`. Its sha256 is part of every
-color shard's input fingerprint: a changed memory recolors the job, an unchanged one lets a
-failed shard be redone alone.
+was colorized first); the palette_memory stage (stages/palette_memory.py) writes it to
+`<job>/palette_memory.json`, and its sha256 is part of every colorize shard's input key.
 
 Across chapters: `colorize.palette_memory_seed` names the palette_memory.json of an earlier
 job. Its colors are loaded first and fixed (they never move), so a reference that arrives
@@ -162,7 +161,8 @@ def reference_colors(color: np.ndarray, lines: np.ndarray, tolerance: float) -> 
 
 def build_palette_memory(store, tolerance: float, seed: PaletteMemory | None = None,
                          cache: dict | None = None) -> tuple[PaletteMemory, dict]:
-    """The job's memory from a ReferenceStore: the seed's colors (fixed) first, then every
+    """The memory of a reference store (retrieval.images.ReferenceImages or anything with its
+    references/identity_of/reference_sha256/config_hash/load_reference): the seed's colors (fixed) first, then every
     pool's colors (`remember_pools`). `cache` maps reference name -> {"key", "colors"} from
     an earlier build (unchanged references are not decoded again). Returns the memory and
     the updated cache."""
@@ -170,7 +170,7 @@ def build_palette_memory(store, tolerance: float, seed: PaletteMemory | None = N
     fresh: dict = {}
     pools: dict[str, list[dict[RGB, float]]] = {}
     for name in store.references:
-        key = f"{store.reference_sha256(name)}:{store.info['config_hash']}:{tolerance}"
+        key = f"{store.reference_sha256(name)}:{store.config_hash}:{tolerance}"
         hit = cache.get(name)
         if hit and hit.get("key") == key:
             colors = {tuple(c[:3]): float(c[3]) for c in hit["colors"]}
@@ -208,24 +208,17 @@ def memory_of_references(refs, tolerance: float) -> PaletteMemory:
     return remember_pools(pools, tolerance)
 
 
-def write_job_palette_memory(store, path: str | Path, tolerance: float, seed_path: str | None) -> Path:
-    """Build (or refresh) the job's palette_memory.json; the file also carries the
-    per-reference color cache for the next run."""
+def write_palette_memory(store, path: str | Path, tolerance: float, seed_path: str | None) -> Path:
+    """Build (or refresh) a memory file from a store; the file also carries the
+    per-reference color cache for the next build (a broken file is rebuilt)."""
     path = Path(path)
     cache = {}
     if path.exists():
         try:
             cache = json.loads(path.read_text(encoding="utf-8")).get("reference_colors", {})
         except ValueError:
-            cache = {}  # a broken file is rebuilt from the references
+            cache = {}
     seed = PaletteMemory.load(seed_path) if seed_path else None
     memory, cache = build_palette_memory(store, tolerance, seed, cache)
     memory.save(path, tolerance=tolerance, seed=str(seed_path) if seed_path else None, reference_colors=cache)
     return path
-
-
-def job_palette_memory(job, config) -> PaletteMemory | None:
-    """The job's memory for the color stage: None when disabled or not built."""
-    if not config.colorize.palette_memory or not job.palette_memory.exists():
-        return None
-    return PaletteMemory.load(job.palette_memory)
