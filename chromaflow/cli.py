@@ -1,22 +1,23 @@
 """The `chromaflow` command.
 
-    chromaflow colorize SOURCE --refs DIR --out DIR [--config FILE] [--set key=value ...]
-    chromaflow rerun OUT_DIR
+    chromaflow colorize SOURCE --refs DIR --out DIR [--config FILE] [--set key=value ...] [--wait]
+    chromaflow rerun OUT_DIR [--wait]
     chromaflow status OUT_DIR
-    chromaflow serve
+    chromaflow serve [--inbox DIR --refs DIR --out-root DIR (--cron EXPR | --interval SECONDS)]
     chromaflow evaluate DATASET --out DIR [--backend NAME ...] [--styles line,gray,tone] [--warp] [--framing] [--balloons]
     chromaflow index REFS --out INDEX_DIR
     chromaflow convert-weights SRC DST
     chromaflow build-training-set SRC --out DATA
     chromaflow train-colorizer DATA --out RUN_DIR     (and train-guided-sr)
 
-Exit codes: 0 done, 1 finished with failed pages/shards (summary printed), 2 bad input
-or configuration (one line naming the file or key).
+Exit codes: 0 done, 1 finished with failed pages/shards (summary printed) or stopped by a
+full disk (one line naming the file; rerun after freeing space), 2 bad input or
+configuration (one line naming the file or key), or the job folder is in use by another
+run (its pid and start time; --wait waits for it instead).
 """
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 from pathlib import Path
@@ -33,15 +34,17 @@ console = Console(stderr=True)
 
 def _user_errors() -> tuple[type[Exception], ...]:
     from chromaflow.conf import ConfigError
+    from chromaflow.flows.summary import OutFolderError
     from chromaflow.models.palette_memory import PaletteMemoryError
     from chromaflow.retrieval.references import ReferenceFolderError
     from chromaflow.retrieval.store_format import StoreError
     from chromaflow.storage.eval_dataset import EvalDatasetError
     from chromaflow.storage.images import ImageError
+    from chromaflow.storage.job import JobLocked
     from chromaflow.storage.sources import SourceError
 
     return (ConfigError, SourceError, ReferenceFolderError, ImageError, EvalDatasetError, StoreError,
-            PaletteMemoryError, FileNotFoundError)
+            PaletteMemoryError, FileNotFoundError, JobLocked, OutFolderError)
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -98,15 +101,29 @@ def _print_result(summary: dict) -> None:
 
 def _run_job(run) -> None:
     from chromaflow.flows.summary import JobIncomplete
+    from chromaflow.storage.atomic import DiskFull
 
     try:
         summary = run()
     except JobIncomplete as exc:
         console.print(f"[yellow]incomplete:[/yellow] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
+    except DiskFull as exc:  # what was written stays; a rerun after freeing space finishes
+        _fail(str(exc), code=1)
     except _user_errors() as exc:
         _fail(str(exc))
     _print_result(summary)
+
+
+def _holding_job_lock(out: Path, wait: bool):
+    """The job folder's lock for the whole command (the flow's own hold, in this thread,
+    is shared): another run on it is an error at once (exit 2), or waited for with --wait."""
+    from chromaflow.storage.job import job_lock
+
+    def waiting(holder: str) -> None:
+        console.print(f"waiting for the run holding {out} ({holder})", highlight=False, soft_wrap=True)
+
+    return job_lock(out, wait=wait, on_wait=waiting)
 
 
 @app.command()
@@ -116,43 +133,61 @@ def colorize(
     out: Path = typer.Option(..., "--out", help="Job folder (created; reused to resume)."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML config merged over conf/default.yaml."),
     set_: list[str] = typer.Option([], "--set", help="Override a config key: --set colorize.work_size=768"),
+    wait: bool = typer.Option(False, "--wait", help="If another run is writing OUT, wait for it instead of failing."),
 ) -> None:
     """Colorize a chapter or an episode."""
     from chromaflow.conf import load_config
-    from chromaflow.flows.colorize import colorize as run_colorize
+    from chromaflow.flows.colorize import check_job_folder, check_job_inputs, colorize as run_colorize, job_folder
+    from chromaflow.storage.sources import source_kind
 
+    # Everything the run would refuse is refused here, before a flow run or OUT exists.
     try:
-        load_config(config, set_)  # validate before Prefect/Ray start
+        cfg = load_config(config, set_)
+        source_path = check_job_inputs(str(source), str(refs), cfg, source_kind(source))
+        check_job_folder(*job_folder(source_path, str(out), cfg))
+        with _holding_job_lock(out, wait), _ProgressWatcher(out.resolve()):
+            _run_job(lambda: run_colorize(str(source), str(refs), str(out), str(config) if config else None, set_))
     except _user_errors() as exc:
         _fail(str(exc))
-    out.mkdir(parents=True, exist_ok=True)
-    with _ProgressWatcher(out.resolve()):
-        _run_job(lambda: run_colorize(str(source), str(refs), str(out), str(config) if config else None, set_))
 
 
 @app.command()
-def rerun(out: Path = typer.Argument(..., help="An existing job folder.")) -> None:
-    """Finish a job: redo only failed or missing shards (and what depends on them)."""
+def rerun(out: Path = typer.Argument(..., help="An existing job folder."),
+          wait: bool = typer.Option(False, "--wait", help="If another run is writing OUT, wait for it.")) -> None:
+    """Finish a job: redo only failed or missing shards (and what depends on them), and
+    rebuild any export that is missing or stale."""
+    from chromaflow.conf import Config
     from chromaflow.flows.colorize import rerun_failed_shards
+    from chromaflow.storage.job import JobDir
 
     if not (out / "job.json").exists():
         _fail(f"{out}: not a chromaflow job folder (no job.json)")
-    with _ProgressWatcher(out.resolve()):
-        _run_job(lambda: rerun_failed_shards(out=str(out)))
+    try:
+        Config.model_validate(JobDir.open(out).read_info()["config"])
+    except (OSError, ValueError, KeyError) as exc:
+        _fail(f"{out / 'job.json'}: unusable ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})")
+    try:
+        with _holding_job_lock(out, wait), _ProgressWatcher(out.resolve()):
+            _run_job(lambda: rerun_failed_shards(out=str(out.resolve())))
+    except _user_errors() as exc:
+        _fail(str(exc))
 
 
 @app.command()
 def status(out: Path = typer.Argument(..., help="An existing job folder.")) -> None:
-    """Per-shard status table from the job's stats files (also rewrites manifest.parquet)."""
+    """Per-shard table from the job's stats files (also rewrites manifest.parquet), then the
+    exports checked against them. Exit 1 when anything is missing, failed, stale or running."""
     from chromaflow.stages.registry import SHARD_SETS
-    from chromaflow.storage.job import JobDir
-    from chromaflow.storage.manifest import write_manifest
+    from chromaflow.storage.job import JobDir, running_holder
+    from chromaflow.storage.manifest import manifest_rows, write_manifest
 
     if not (out / "job.json").exists():
         _fail(f"{out}: not a chromaflow job folder (no job.json)")
     job = JobDir.open(out)
-    rows = write_manifest(job, SHARD_SETS)
-    colors = {"ok": "green", "partial": "yellow", "failed": "red", "missing": "dim"}
+    # The manifest is rewritten only when no run is writing the folder (one writer per job).
+    rows = (write_manifest if running_holder(job.root) is None else manifest_rows)(job, SHARD_SETS)
+    stale = _stale_pairs(job)
+    colors = {"ok": "green", "partial": "yellow", "failed": "red", "missing": "dim", "stale": "magenta"}
     table = Table(title=f"{job.name} · {job.num_shards()} shards")
     table.add_column("shard")
     for stage in SHARD_SETS:
@@ -161,26 +196,74 @@ def status(out: Path = typer.Argument(..., help="An existing job folder.")) -> N
         cells = []
         for stage in SHARD_SETS:
             row = next(r for r in rows if r["shard"] == shard and r["stage"] == stage)
-            cells.append(f"[{colors[row['status']]}]{row['status']}[/] {row['samples']}")
+            state = "stale" if (shard, stage) in stale else row["status"]
+            cells.append(f"[{colors[state]}]{state}[/] {row['samples']}")
         table.add_row(f"{shard:06d}", *cells)
     Console().print(table)
-    problems = [r for r in rows if r["error"]]
-    for row in problems:
-        console.print(f"shard {row['shard']:06d} {row['stage']}: {row['error']}", highlight=False)
+    problems = [f"shard {r['shard']:06d} {r['stage']}: {r['error']}" for r in rows if r["error"]]
+    problems += [f"shard {shard:06d} {stage}: stale (its inputs changed since it ran)" for shard, stage in sorted(stale)]
+    problems += _job_problems(job)
+    for line in problems:
+        console.print(line, highlight=False, soft_wrap=True)
     incomplete = [r for r in rows if r["status"] in ("failed", "missing")]
     raise typer.Exit(1 if incomplete or problems else 0)
 
 
-@app.command()
-def serve(limit: int = typer.Option(1, help="Flow runs executed at the same time.")) -> None:
-    """Serve the deployments (colorize-chapter/default, colorize-episode/default,
-    rerun-failed-shards/default, ...) to a Prefect server at PREFECT_API_URL."""
-    from chromaflow.flows.deployments import serve_deployments
+def _stale_pairs(job) -> set[tuple[int, str]]:
+    """(shard, stage) whose stats say done but whose inputs have changed since."""
+    from chromaflow.conf import Config
+    from chromaflow.stages.registry import SHARD_STAGES
+    from chromaflow.stages.runner import is_done
+    from chromaflow.storage.shards import read_stats
 
-    if not os.environ.get("PREFECT_API_URL"):
+    config = Config.model_validate(job.read_info()["config"])
+    return {(shard, stage) for shard in range(job.num_shards()) for stage in SHARD_STAGES
+            if read_stats(job, stage, shard) is not None and not is_done(job, stage, shard, config)}
+
+
+def _job_problems(job) -> list[str]:
+    """A run in progress, an unfinished ingest, missing or stale exports: one line each."""
+    from chromaflow.stages.export import export_problems
+    from chromaflow.storage.job import running_holder
+
+    problems = []
+    holder = running_holder(job.root)
+    if holder:
+        problems.append(f"{job.root}: a run is writing this job now ({holder})")
+    if "num_shards" not in job.read_info():
+        return problems + [f"{job.root}: ingest has not finished (no shard count yet); run `chromaflow rerun {job.root}`"]
+    return problems + export_problems(job)
+
+
+@app.command()
+def serve(
+    limit: int = typer.Option(1, help="Flow runs executed at the same time."),
+    inbox: Optional[Path] = typer.Option(None, "--inbox", help="Inbox folder of colorize-inbox/default: chapter "
+                                         "folders, .cbz/.zip and videos."),
+    refs: Optional[Path] = typer.Option(None, "--refs", help="Reference folder for the inbox's chapters."),
+    out_root: Optional[Path] = typer.Option(None, "--out-root", help="Jobs go to OUT_ROOT/<chapter name>/."),
+    cron: Optional[str] = typer.Option(None, "--cron", help="Run the inbox on this cron schedule, e.g. '0 * * * *'."),
+    interval: Optional[float] = typer.Option(None, "--interval", help="Run the inbox every SECONDS."),
+    timezone: Optional[str] = typer.Option(None, "--timezone", help="Time zone of --cron (default UTC)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML config for the inbox's chapters."),
+    set_: list[str] = typer.Option([], "--set", help="Config override for the inbox's chapters."),
+) -> None:
+    """Serve the deployments (colorize-chapter/default, colorize-episode/default,
+    colorize-inbox/default, rerun-failed-shards/default, ...) to the Prefect server at
+    PREFECT_API_URL. --inbox/--refs/--out-root set colorize-inbox's parameters and
+    --cron/--interval its schedule; schedules already on the server are kept."""
+    from prefect.settings import PREFECT_API_URL
+
+    from chromaflow.flows.deployments import inbox_schedule, serve_deployments
+
+    try:
+        schedule = inbox_schedule(inbox, refs, out_root, cron, interval, timezone, config, set_)
+    except _user_errors() as exc:
+        _fail(str(exc))
+    if not PREFECT_API_URL.value():
         console.print("[yellow]PREFECT_API_URL is not set: start `prefect server start --host 127.0.0.1` and "
                       "export PREFECT_API_URL=http://127.0.0.1:4200/api[/yellow]")
-    serve_deployments(limit=limit)
+    serve_deployments(limit=limit, inbox=schedule)
 
 
 @app.command()
@@ -237,9 +320,16 @@ def index(
     """Build or update a reference index (flow build-reference-index)."""
     from chromaflow.conf import load_config
     from chromaflow.flows.build_index import build_reference_index
+    from chromaflow.retrieval.references import scan_reference_folder
 
     try:
         load_config(config, set_)  # validate before Prefect starts
+        scan_reference_folder(refs)
+        if out.exists() and not out.is_dir():
+            _fail(f"{out}: --out is a file, not an index folder")
+    except _user_errors() as exc:
+        _fail(str(exc))
+    try:
         summary = build_reference_index(str(refs), str(out), str(config) if config else None, set_)
     except _user_errors() as exc:
         _fail(str(exc))

@@ -5,9 +5,9 @@ colorflow-sd15.yaml (the diffusion backend on a GPU host).
 """
 
 from .loading import CONF_DIR, DEFAULT_CONFIG, ConfigError, load_config, parse_overrides, validate_config
-from .schema import (ColorizeConfig, Config, DiffusionConfig, ExportConfig, IngestConfig, JobConfig, LinesConfig,
-                     PrefectConfig, RayConfig, RetrievalConfig, UpscaleConfig)
+from .schema import (ColorizeConfig, Config, DiffusionConfig, ExportConfig, IngestConfig, InstancesConfig, JobConfig,
+                     LinesConfig, PrefectConfig, RayConfig, RetrievalConfig, UpscaleConfig)
 
 __all__ = ["CONF_DIR", "DEFAULT_CONFIG", "ColorizeConfig", "Config", "ConfigError", "DiffusionConfig",
-           "ExportConfig", "IngestConfig", "JobConfig", "LinesConfig", "PrefectConfig", "RayConfig",
+           "ExportConfig", "IngestConfig", "InstancesConfig", "JobConfig", "LinesConfig", "PrefectConfig", "RayConfig",
            "RetrievalConfig", "UpscaleConfig", "load_config", "parse_overrides", "validate_config"]

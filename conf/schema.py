@@ -22,15 +22,29 @@ class _Section(BaseModel):
 class JobConfig(_Section):
     name: str | None = None
     shard_size: int = Field(16, ge=1, le=10000)
-    # Pillow refuses images over 2 x its MAX_IMAGE_PIXELS (178,956,970 px) whatever this says.
-    max_image_pixels: int = Field(178_956_970, ge=1)
+    # Above Pillow's hard limit (178,956,970 px) the job's own header check replaces Pillow's
+    # for pages only (storage/images.py); 200 Mpx takes a 12000x16000 spread.
+    max_image_pixels: int = Field(200_000_000, ge=1)
     max_image_side: int = Field(20000, ge=1)
+    # Per-page memory budget: W*H*8 B + file + 256 MiB must fit, else the page is refused
+    # before decoding (storage/images.py page_memory_bytes, docs/storage.md "Memory").
+    max_page_memory_mb: int = Field(2048, ge=64)
+    max_file_mb: int = Field(1024, ge=1)  # a page file (or archive entry, by declared size) above: refused
+    follow_symlinks: bool = False  # false: a chapter's symlinks that lead outside it are refused
 
 
 class IngestConfig(_Section):
     video_stride: int = Field(1, ge=1)
     max_frames: int | None = Field(None, ge=1)
-    scene_cut_threshold: float = Field(0.4, gt=0, le=1)
+    # Episodes: scene cuts (models/scenes.py, PySceneDetect) and held drawings (models/holds.py).
+    scene_detector: Literal["content", "adaptive"] = "content"
+    scene_content_threshold: float = Field(27.0, gt=0)
+    scene_adaptive_threshold: float = Field(3.0, gt=0)
+    scene_min_frames: int = Field(4, ge=1)
+    holds: bool = True
+    hold_hash_distance: int = Field(6, ge=0, le=64)
+    hold_pixel_threshold: float = Field(0.0005, ge=0, le=1)
+    hold_max_pan: float = Field(0.05, ge=0, le=0.5)
 
 
 class LinesConfig(_Section):
@@ -148,6 +162,43 @@ class ColorizeConfig(_Section):
         return self
 
 
+class InstancesConfig(_Section):
+    """Several characters per page (models/instances, stages/instances.py): instance masks,
+    an identity per instance, each instance colored from its identity's references."""
+
+    backend: Literal["none", "silhouette", "sam"] = "silhouette"
+    min_area: float = Field(0.002, ge=0, lt=1)
+    max_instances: int = Field(32, ge=1, le=255)
+    split_depth: float = Field(0.15, ge=0, le=1)
+    # silhouette backend (weight-free)
+    analysis_size: int = Field(512, ge=64)
+    silhouette_speck_size: float = Field(0.006, ge=0, lt=1)
+    silhouette_min_stroke_size: float = Field(0.05, ge=0, lt=1)
+    silhouette_gap_radius: float = Field(0.008, ge=0, lt=0.2)
+    silhouette_enclosure_reach: float = Field(0.35, ge=0, le=1)
+    # sam backend: Segment Anything from a local checkpoint; never downloads
+    sam_checkpoint: str | None = None
+    sam_arch: Literal["auto", "vit_b", "vit_l", "vit_h"] = "auto"
+    sam_input: Literal["lines", "page"] = "lines"
+    sam_points_per_side: int = Field(32, ge=1, le=256)
+    sam_points_per_batch: int = Field(64, ge=1)
+    sam_pred_iou_thresh: float = Field(0.88, ge=0, le=1)
+    sam_stability_score_thresh: float = Field(0.95, ge=0, le=1)
+    sam_box_nms_thresh: float = Field(0.7, gt=0, le=1)
+    sam_batch_pages: int = Field(4, ge=1, le=64)
+    device: str = "auto"
+    # identity per instance (stages/retrieve.py)
+    min_identity_confidence: float = Field(0.4, ge=0, le=1)
+    # episodes: instances followed through a scene (models/instances/tracking.py)
+    track_max_cost: float = Field(0.8, ge=0)
+    track_appearance_weight: float = Field(0.5, ge=0)
+
+    @field_validator("sam_checkpoint")
+    @classmethod
+    def _absolute_checkpoint(cls, value: str | None) -> str | None:
+        return str(Path(value).expanduser().absolute()) if value else value
+
+
 class UpscaleConfig(_Section):
     radius: int = Field(2, ge=1)
     eps: float = Field(1e-4, gt=0)
@@ -165,12 +216,20 @@ class PrefectConfig(_Section):
     task_retries: int = Field(2, ge=0)
     retry_delay_seconds: float = Field(1, ge=0)
     max_parallel_tasks: int = Field(4, ge=1)
+    overlap_stages: bool = True
+    artifact_pages: int = Field(64, ge=1, le=1000)
 
 
 class ExportConfig(_Section):
     cbz: bool = True
     video_fps: float | None = Field(None, gt=0)
     report_thumb_size: int = Field(320, ge=32)
+    # Episodes (storage/video.py): encoder, quality, audio, contact sheet size.
+    video_codec: str = "auto"
+    video_crf: int = Field(18, ge=0, le=51)
+    video_preset: str = "medium"
+    audio: bool = True
+    report_max_frames: int = Field(48, ge=1)
 
 
 class TrainConfig(_Section):
@@ -267,6 +326,7 @@ class Config(_Section):
     lines: LinesConfig = LinesConfig()
     retrieval: RetrievalConfig = RetrievalConfig()
     colorize: ColorizeConfig = ColorizeConfig()
+    instances: InstancesConfig = InstancesConfig()
     upscale: UpscaleConfig = UpscaleConfig()
     ray: RayConfig = RayConfig()
     prefect: PrefectConfig = PrefectConfig()

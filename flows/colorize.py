@@ -1,7 +1,7 @@
 """The colorize DAG as Prefect flows (stages/registry.py is the stage table).
 
     ingest ─▶ lines ─▶ retrieve ─▶ colorize ─▶ upscale ─▶ export
-              (per shard)          (Ray actor pool, per shard)
+              (chained per shard: flows/shard_stages.py; colorize/upscale on the Ray actor pool)
     references ─▶ palette_memory ──────▲
                   (each identity's colors, once per job)
 
@@ -9,61 +9,109 @@
 `rerun-failed-shards` runs it again on an existing job folder, where every (shard, stage)
 that already finished from the same inputs and config is skipped, so only failed or
 missing shards and what depends on them are computed.
+
+A run is named `<job name>-<job id>` (flows/job_state.py). It ends Completed, or Failed with
+the one-line summary when pages or shards failed, or when its inputs are unusable (then
+nothing was created); never with a traceback for either.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import (create_link_artifact, create_markdown_artifact, create_progress_artifact,
-                               create_table_artifact, update_progress_artifact)
+from prefect.runtime import flow_run
+from prefect.states import State
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from chromaflow.conf import Config, load_config
-from chromaflow.flows.summary import JobIncomplete, JobSummary
+from chromaflow.flows.artifacts import publish_artifacts
+from chromaflow.flows.job_state import job_id, mark_finished
+from chromaflow.flows.run_log import forward_chromaflow_logs
+from chromaflow.flows.shard_stages import ShardStages, thread_pool_size
+from chromaflow.flows.summary import INPUT_ERRORS, JobIncomplete, JobSummary, OutFolderError, input_error_state
 from chromaflow.models.palette_memory import PaletteMemory
 from chromaflow.retrieval.references import scan_reference_folder
 from chromaflow.stages.pool import StagePool
 from chromaflow.stages.registry import FINAL, SHARD_SETS, SHARD_STAGES
-from chromaflow.stages.report import before_after_uris
-from chromaflow.stages.runner import is_done
+from chromaflow.stages.runner import is_done, is_transient
 from chromaflow.stages.workers import PooledStages
-from chromaflow.storage.atomic import remove_stale_temp_files
-from chromaflow.storage.job import JobDir, safe_job_name
-from chromaflow.storage.manifest import incomplete_pairs, write_manifest
+from chromaflow.storage.atomic import DiskFull, remove_stale_temp_files
+from chromaflow.storage.job import JobDir, JobLocked, job_lock, safe_job_name
+from chromaflow.storage.manifest import write_manifest
 from chromaflow.storage.shards import read_stats
-from chromaflow.storage.sources import CHAPTER, EPISODE, SourceError, source_kind
-from chromaflow.tasks.stages import (colorize_task, export_task, ingest_task, lines_task, palette_memory_task,
-                                     references_task, retrieve_task, upscale_task)
-
-SHARD_TASKS = {"lines": lines_task, "retrieve": retrieve_task, "colorize": colorize_task, "upscale": upscale_task}
+from chromaflow.storage.sources import CHAPTER, EPISODE, SourceError, list_chapter, source_kind
+from chromaflow.storage.video import probe_video
+from chromaflow.tasks.stages import export_task, ingest_task, palette_memory_task, references_task
 
 
-def prepare_job(source: str, refs: str, out: str | None, config: Config, kind: str) -> JobDir:
-    """Validate inputs up front (one-line errors) and write job.json."""
+def check_job_inputs(source: str, refs: str, config: Config, kind: str) -> Path:
+    """Validate inputs up front (one-line errors); creates nothing. Returns the source path."""
     source_path = Path(source).resolve()
     actual = source_kind(source_path)
     if actual != kind:
         raise SourceError(f"{source_path}: is an {actual} source; use the colorize-{actual} flow")
+    check_source_readable(source_path, kind)
     scan_reference_folder(refs)  # missing/empty refs folder: fail before any work
     if config.colorize.palette_memory and config.colorize.palette_memory_seed:
         PaletteMemory.load(config.colorize.palette_memory_seed)  # a broken seed file, likewise
+    return source_path
+
+
+def check_source_readable(source_path: Path, kind: str) -> None:
+    """The source opens and holds pages (single bad pages are the run's problems, not this)."""
+    if kind == EPISODE:
+        probe_video(source_path)
+        return
+    if not os.access(source_path, os.R_OK | (os.X_OK if source_path.is_dir() else 0)):
+        raise SourceError(f"{source_path}: not readable (permission denied)")
+    if not list_chapter(source_path).pages:
+        raise SourceError(f"{source_path}: holds no page images")
+
+
+def job_folder(source_path: Path, out: str | None, config: Config) -> tuple[Path, str]:
+    """(job folder, job name) of a run; nothing is created."""
     name = safe_job_name(config.job.name or source_path.stem or source_path.name)
-    root = Path(out).resolve() if out else Path.cwd() / "chromaflow-out" / name
-    root.mkdir(parents=True, exist_ok=True)
+    return (Path(out).resolve() if out else Path.cwd() / "chromaflow-out" / name), name
+
+
+def check_job_folder(root: Path, name: str) -> dict:
+    """job.json of an earlier run in `root` ({} when none); refuses a folder of another job."""
     job = JobDir(root, name)
     previous = job.read_info() if job.job_json.exists() else {}
     if previous and previous.get("name") != name:
-        raise ValueError(f"{root}: holds job {previous.get('name')!r}, not {name!r}; choose another --out")
-    job.write_info({**previous, "name": name, "kind": kind, "source": str(source_path),
-                    "refs": str(Path(refs).resolve()), "config": config.model_dump(mode="json"),
-                    "created_at": previous.get("created_at", time.time())})
+        raise OutFolderError(f"{root}: holds job {previous.get('name')!r}, not {name!r}; choose another --out")
+    return previous
+
+
+def prepare_job(source: str, refs: str, out: str | None, config: Config, kind: str) -> JobDir:
+    """Validate inputs up front (nothing is created when they fail), then write job.json
+    under the job folder's lock."""
+    source_path = check_job_inputs(source, refs, config, kind)
+    root, name = job_folder(source_path, out, config)
+    previous = check_job_folder(root, name)
+    with job_lock(root):  # shared with the caller's hold when it has one (_colorize)
+        job = JobDir(root, name)
+        job.write_info({**previous, "name": name, "kind": kind, "source": str(source_path),
+                        "refs": str(Path(refs).resolve()), "config": config.model_dump(mode="json"),
+                        "created_at": previous.get("created_at", time.time())})
     return job
 
 
+def _retry_transient(task, task_run, state) -> bool:
+    """Prefect retry condition: a full disk or unusable input fails at once (no retries)."""
+    return is_transient(state.data if isinstance(state.data, BaseException) else None)
+
+
 def run_pipeline(job: JobDir, config: Config) -> JobSummary:
+    # One writer per job folder, for the whole run (a caller's hold is shared).
+    with job_lock(job.root):
+        return _run_pipeline_locked(job, config)
+
+
+def _run_pipeline_locked(job: JobDir, config: Config) -> JobSummary:
     logger = get_run_logger()
     info = job.read_info()
     cfg = config.model_dump(mode="json")
@@ -71,10 +119,11 @@ def run_pipeline(job: JobDir, config: Config) -> JobSummary:
     removed = remove_stale_temp_files(job.root)
     if removed:
         logger.info("removed %d temp files left by an interrupted run", removed)
-    retries = {"retries": config.prefect.task_retries, "retry_delay_seconds": config.prefect.retry_delay_seconds}
-    summary = JobSummary(job_root=root, name=job.name, kind=info["kind"])
+    retries = {"retries": config.prefect.task_retries, "retry_delay_seconds": config.prefect.retry_delay_seconds,
+               "retry_condition_fn": _retry_transient}
+    summary = JobSummary(job_root=root, name=job.name, kind=info["kind"], job_id=job_id(job.root))
     finished_before = all_shards_finished(job)
-    with ThreadPoolTaskRunner(max_workers=config.prefect.max_parallel_tasks) as runner:
+    with ThreadPoolTaskRunner(max_workers=thread_pool_size(config)) as runner:
         ingest_future = runner.submit(ingest_task.with_options(**retries),
                                       {"job_root": root, "source": info["source"], "config_json": cfg})
         references_future = runner.submit(references_task.with_options(**retries),
@@ -83,51 +132,22 @@ def run_pipeline(job: JobDir, config: Config) -> JobSummary:
         # earlier run finished every shard (a rerun then needs no Ray at all). Ray is started
         # from this thread on purpose: Ray ties its daemons' lives to the starting *thread*
         # (PR_SET_PDEATHSIG), so a short-lived helper thread would take the cluster along.
+        # The shard stages' loop (ShardStages.run) runs in this thread too, so a pool it
+        # starts later obeys the same rule.
         pool = None if finished_before else StagePool(config, PooledStages)
         try:
             summary.add_ingest(ingest_future.result())
             references_future.result()
             palette_memory_task.with_options(**retries)(root, cfg)
-            pool = _run_shard_stages(job, config, runner, summary, pool, retries)
+            pool = ShardStages(job, config, runner, summary, pool, retries).run(list(range(job.num_shards())))
         finally:
             if pool is not None:
                 pool.close()
     summary.add_export(export_task.with_options(**retries)(root, summary.problem_lines(),
                                                            force=summary.computed > 0))
-    _publish_artifacts(job, summary)
+    publish_artifacts(job, summary, config.prefect.artifact_pages)
+    mark_finished(job, info["source"], config, len(summary.shard_failures), len(summary.problem_lines()))
     return summary
-
-
-def _run_shard_stages(job: JobDir, config: Config, runner: ThreadPoolTaskRunner, summary: JobSummary,
-                      pool: StagePool | None, retries: dict) -> StagePool | None:
-    """Every shard stage over every shard, stage by stage; returns the pool (started here
-    when pooled work turned out to be pending)."""
-    root, cfg = str(job.root), config.model_dump(mode="json")
-    shards = list(range(job.num_shards()))
-    progress = create_progress_artifact(0.0, key=_artifact_key(job, "progress"),
-                                        description=f"{job.name}: shard stages done")
-    total, done = max(1, len(shards) * len(SHARD_STAGES)), 0
-    ok = shards
-    for stage, spec in SHARD_STAGES.items():
-        if spec.on_pool and pool is None and pooled_work_pending(job, ok, config):
-            pool = StagePool(config, PooledStages)
-        task = SHARD_TASKS[stage] if spec.on_pool else SHARD_TASKS[stage].with_options(**retries)
-        extra = {"pool": pool} if spec.on_pool else {}
-        futures = {runner.submit(task, {"job_root": root, "shard": shard, "config_json": cfg, **extra}): shard
-                   for shard in ok}
-        finished = []
-        for future, shard in futures.items():
-            future.wait()
-            if future.state.is_completed():
-                finished.append(shard)
-                summary.add_shard_result(future.result())
-            else:
-                summary.add_shard_failure(stage, shard, _state_error(future))
-            done += 1
-            update_progress_artifact(progress, 100.0 * done / total)
-        ok = sorted(finished)
-    update_progress_artifact(progress, 100.0)
-    return pool
 
 
 def all_shards_finished(job: JobDir) -> bool:
@@ -136,93 +156,124 @@ def all_shards_finished(job: JobDir) -> bool:
     return bool(shards) and all(read_stats(job, FINAL, k) is not None for k in range(shards))
 
 
-def pooled_work_pending(job: JobDir, shards: list[int], config: Config) -> bool:
-    """Whether any pooled (shard, stage) must run: not done for its current inputs and
-    config (a stage after one that must run is never done yet)."""
-    pooled = [name for name, spec in SHARD_STAGES.items() if spec.on_pool]
-    return any(not is_done(job, stage, shard, config) for shard in shards for stage in pooled)
-
-
-def _state_error(future) -> str:
-    try:
-        future.result()
-    except Exception as exc:  # the task's own exception, re-raised by Prefect
-        text = str(exc).strip().splitlines()
-        return f"{type(exc).__name__}: {text[0] if text else ''}"
-    return str(future.state.message or future.state.name)
-
-
-def _artifact_key(job: JobDir, what: str) -> str:
-    # Artifact keys allow only lowercase letters, digits and dashes.
-    return f"{job.name.lower().replace('_', '-')}-{what}"[:100]
-
-
-def _publish_artifacts(job: JobDir, summary: JobSummary) -> None:
-    rows = summary.manifest
-    table = []
-    for shard in sorted({r["shard"] for r in rows}):
-        entry = {"shard": shard}
-        for r in rows:
-            if r["shard"] == shard:
-                entry[r["stage"]] = r["status"]
-        table.append(entry)
-    create_table_artifact(table, key=_artifact_key(job, "shards"), description=f"{job.name}: per-shard status")
-    if summary.pages:
-        create_table_artifact([{"page": p["index"] + 1, "source": p["source"],
-                                "identities": ", ".join(i or "(unnamed pool)" for i in p["identities"]) or "unknown",
-                                "references": ", ".join(p["references"])} for p in summary.pages],
-                              key=_artifact_key(job, "identities"), description=f"{job.name}: identities per page")
-    pages = summary.pages[:4]
-    if pages:
-        # Image artifacts need a public URL; the job's pages are local, so the before/after
-        # pairs travel inside the markdown as small JPEG data URIs.
-        lines = [f"### {job.name}: before / after (first {len(pages)} pages)", ""]
-        pairs = before_after_uris(job, pages)
-        for page in pages:
-            pair = pairs.get(page["key"])
-            lines += [f"**{page['source']}** · identities: {', '.join(page['identities']) or 'unknown'}", ""]
-            lines += [f"![before / after]({pair})", ""] if pair else []
-        lines += [f"Full contact sheet: `{summary.report}`"]
-        create_markdown_artifact("\n".join(lines), key=_artifact_key(job, "before-after"))
-    if summary.report:
-        create_link_artifact(Path(summary.report).as_uri(), link_text="report.html", key=_artifact_key(job, "report"))
+def plan_rerun(job: JobDir, config: Config) -> dict[str, list[str]]:
+    """What a rerun will redo, as `stage/shard` labels: failed, missing, stale (done from
+    other inputs or config), downstream (after one of those), and what it reuses."""
+    plan: dict[str, list[str]] = {"failed": [], "missing": [], "stale": [], "downstream": [], "reused": []}
+    shards = job.num_shards()
+    status = {(r["shard"], r["stage"]): r["status"] for r in write_manifest(job, SHARD_SETS)} if shards else {}
+    for shard in range(shards):
+        redone = False
+        for stage in SHARD_SETS:
+            label = f"{stage}/{shard:06d}"
+            if status.get((shard, stage)) in ("failed", "missing"):
+                plan[status[(shard, stage)]].append(label)
+                redone = True
+            elif redone:
+                plan["downstream"].append(label)
+            elif stage in SHARD_STAGES and not is_done(job, stage, shard, config):
+                plan["stale"].append(label)
+                redone = True
+            else:
+                plan["reused"].append(label)
+    return plan
 
 
 def _colorize(source: str, refs: str, out: str | None, config_path: str | None, overrides: list[str] | None,
-              kind: str) -> dict:
-    config = load_config(config_path, overrides)
-    job = prepare_job(source, refs, out, config, kind)
-    summary = run_pipeline(job, config)
-    summary.raise_if_incomplete()
-    return summary.to_dict()
+              kind: str) -> State:
+    forward_chromaflow_logs()
+    try:
+        config = load_config(config_path, overrides)
+        root, _ = job_folder(check_job_inputs(source, refs, config, kind), out, config)
+        with job_lock(root):  # nothing is created before the inputs are checked
+            job = prepare_job(source, refs, out, config, kind)
+            summary = run_pipeline(job, config)  # a source that turns out unreadable in ingest, too
+    except (*INPUT_ERRORS, JobLocked, DiskFull) as exc:  # DiskFull: what was written stays; rerun finishes
+        return input_error_state(exc)
+    return summary.final_state()
 
 
-@flow(name="colorize-chapter", log_prints=True)
+def job_run_name() -> str:
+    """`<job name>-<job id>`, from the run's parameters (before the run has made anything)."""
+    params = flow_run.parameters
+    source = Path(str(params.get("source", "job"))).resolve()
+    try:
+        root, name = job_folder(source, params.get("out"), load_config(params.get("config_path"),
+                                                                       params.get("overrides")))
+    except Exception:  # a bad config: the run itself reports it
+        root, name = job_folder(source, params.get("out"), Config())
+    return f"{name}-{job_id(root)}"
+
+
+def rerun_run_name() -> str:
+    root = Path(str(flow_run.parameters.get("out", "job"))).resolve()
+    try:
+        name = JobDir.open(root).name
+    except (OSError, ValueError, KeyError):
+        name = safe_job_name(root.name)
+    return f"rerun-{name}-{job_id(root)}"
+
+
+# The docstrings are the deployment form's help: description and one line per parameter.
+@flow(name="colorize-chapter", flow_run_name=job_run_name, log_prints=True)
 def colorize_chapter(source: str, refs: str, out: str | None = None, config_path: str | None = None,
                      overrides: list[str] | None = None) -> dict:
-    """Colorize a manga chapter: a folder of pages, a .cbz/.zip or a single image."""
+    """Colorize a manga chapter: a folder of pages, a .cbz/.zip or one image.
+
+    Args:
+        source: The chapter: a folder of page images (natural order: p2 before p10), a .cbz/.zip
+            archive or one image.
+        refs: Reference folder: refs/<identity>/*.png are ID pools (one character each), refs/*.png
+            the unnamed pool.
+        out: Job folder (created; an earlier run's folder is resumed). Default: ./chromaflow-out/<name>.
+        config_path: YAML config merged over conf/default.yaml.
+        overrides: Config overrides, e.g. ["job.shard_size=8", "ray.num_actors=4"].
+    """
     return _colorize(source, refs, out, config_path, overrides, CHAPTER)
 
 
-@flow(name="colorize-episode", log_prints=True)
+@flow(name="colorize-episode", flow_run_name=job_run_name, log_prints=True)
 def colorize_episode(source: str, refs: str, out: str | None = None, config_path: str | None = None,
                      overrides: list[str] | None = None) -> dict:
-    """Colorize an anime episode (a video file), frame by frame with scene ids."""
+    """Colorize an anime episode (a video file), frame by frame with scene ids.
+
+    Args:
+        source: The episode: a video file (.mp4, .mkv, .mov, ...).
+        refs: Reference folder: refs/<identity>/*.png are ID pools (one character each), refs/*.png
+            the unnamed pool.
+        out: Job folder (created; an earlier run's folder is resumed). Default: ./chromaflow-out/<name>.
+        config_path: YAML config merged over conf/default.yaml.
+        overrides: Config overrides, e.g. ["job.shard_size=8", "ingest.video_stride=2"].
+    """
     return _colorize(source, refs, out, config_path, overrides, EPISODE)
 
 
-@flow(name="rerun-failed-shards", log_prints=True)
+@flow(name="rerun-failed-shards", flow_run_name=rerun_run_name, log_prints=True)
 def rerun_failed_shards(out: str) -> dict:
-    """Finish an existing job: redo failed/missing (shard, stage) pairs and what depends on them."""
-    job = JobDir.open(out)
-    info = job.read_info()
-    config = Config.model_validate(info["config"])
-    todo = incomplete_pairs(write_manifest(job, SHARD_SETS)) if info.get("num_shards") else []
-    get_run_logger().info("%s: %d (shard, stage) pairs failed or missing%s", job.name, len(todo),
-                          (": " + ", ".join(f"{stage}/{shard:06d}" for shard, stage in todo[:20])) if todo else "")
-    summary = run_pipeline(job, config)
-    summary.raise_if_incomplete()
-    return summary.to_dict()
+    """Finish an existing job: redo failed, missing or stale (shard, stage) pairs and what depends on them.
+
+    Args:
+        out: The job folder of an earlier colorize run (it holds job.json).
+    """
+    forward_chromaflow_logs()
+    try:
+        job = JobDir.open(out)
+        config = Config.model_validate(job.read_info()["config"])
+    except (OSError, ValueError, KeyError) as exc:
+        return input_error_state(OutFolderError(f"{out}: not a usable chromaflow job folder ({exc})"))
+    try:
+        with job_lock(job.root):
+            plan = plan_rerun(job, config)
+            redo = [label for kind in ("failed", "missing", "stale", "downstream") for label in plan[kind]]
+            get_run_logger().info(
+                "%s: redoing up to %d (shard, stage) pairs (%d failed, %d missing, %d stale for the current inputs "
+                "or config, %d after those), reusing %d%s", job.name, len(redo), len(plan["failed"]),
+                len(plan["missing"]), len(plan["stale"]), len(plan["downstream"]), len(plan["reused"]),
+                (": " + ", ".join(redo[:20]) + (", ..." if len(redo) > 20 else "")) if redo else "")
+            summary = run_pipeline(job, config)
+    except (*INPUT_ERRORS, JobLocked, DiskFull) as exc:
+        return input_error_state(exc)
+    return summary.final_state()
 
 
 def colorize(source: str, refs: str, out: str | None = None, config_path: str | None = None,
@@ -234,4 +285,4 @@ def colorize(source: str, refs: str, out: str | None = None, config_path: str | 
 
 
 __all__ = ["colorize", "colorize_chapter", "colorize_episode", "rerun_failed_shards", "run_pipeline",
-           "prepare_job", "JobIncomplete"]
+           "prepare_job", "check_job_inputs", "job_folder", "JobIncomplete"]

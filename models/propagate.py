@@ -19,6 +19,7 @@ import numpy as np
 
 from chromaflow.models.colorizers.base import ColorizeRequest, Colorizer, Reference
 from chromaflow.models.colorizers.region import RegionColorizer, RegionParams
+from chromaflow.models.holds import HoldDetector, HoldParams, reuse_color
 from chromaflow.models.segmentation import segment_line_art
 
 PREVIOUS_FRAME_WEIGHT = 1.0
@@ -31,16 +32,27 @@ PROPAGATION_PARAMS = RegionParams(match_weight=1.0, match_sigma=0.15, fit_power=
 
 def propagate_clip(keyframe_color: np.ndarray, keyframe_lines: np.ndarray, frames_lines: list[np.ndarray],
                    colorizer: Colorizer | None = None, keyframe_weight: float = KEYFRAME_WEIGHT,
-                   frames_pages: list[np.ndarray] | None = None) -> list[np.ndarray]:
+                   frames_pages: list[np.ndarray] | None = None,
+                   holds: HoldParams | None = HoldParams()) -> list[np.ndarray]:
     """Colorize `frames_lines` (uint8, 0 = ink; in the order they follow the keyframe, which
     may be backwards in time) starting from the keyframe's colors. `frames_pages` are the
     frames as RGB (colored trace lines are recognised there); default: the line art itself.
-    Returns one RGB image per frame."""
+    A frame that repeats the drawing before it (models/holds.py; `holds=None`: off) reuses
+    its colors, as the pipeline does, so a held drawing cannot flicker. Returns one RGB
+    image per frame."""
     colorizer = colorizer or RegionColorizer(PROPAGATION_PARAMS)
     keyframe = Reference("", "keyframe", keyframe_color, keyframe_lines, score=keyframe_weight)
+    detector = HoldDetector(holds) if holds is not None else None
+    if detector is not None:
+        detector.check(-1, keyframe_lines)
     previous: Reference | None = None
-    outputs = []
+    outputs: list[np.ndarray] = []
     for n, lines in enumerate(frames_lines):
+        hold = detector.check(n, lines) if detector is not None else None
+        if hold is not None:
+            source = keyframe_color if hold.source < 0 else outputs[hold.source]
+            outputs.append(reuse_color(source, lines, hold.dx, hold.dy))
+            continue
         page = frames_pages[n] if frames_pages is not None else cv2.cvtColor(lines, cv2.COLOR_GRAY2RGB)
         refs = [keyframe] if previous is None else [previous, keyframe]
         request = ColorizeRequest(key=f"f{n:06d}", page=page, lines=lines, kind="lineart", references=refs)

@@ -16,11 +16,15 @@ from pathlib import Path
 from typing import Iterator
 
 from chromaflow.conf import Config
+from chromaflow.conf.schema import IngestConfig
+from chromaflow.models.holds import Hold, HoldDetector, HoldParams
+from chromaflow.models.scenes import SceneTracker, make_detector
 from chromaflow.storage.images import ImageError, decode_image, encode_png
 from chromaflow.storage.job import JobDir
 from chromaflow.storage.shards import json_bytes, read_stats
-from chromaflow.storage.sources import (CHAPTER, EPISODE, SourceError, file_fingerprint, iter_video, list_chapter,
-                                        probe_video, source_kind)
+from chromaflow.storage.sources import (CHAPTER, EPISODE, PageEntry, PageReadError, ReadLimits, SourceError,
+                                        file_fingerprint, list_chapter, source_kind)
+from chromaflow.storage.video import VideoFrame, VideoInfo, VideoReader
 
 from .registry import INGEST, stage_config_sha
 from .runner import finish_shard, output_intact
@@ -35,8 +39,10 @@ class IngestSummary:
     num_shards: int
     failed: list[dict[str, str]] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # non-image files
+    warnings: list[str] = field(default_factory=list)  # pages used with a caveat (animated: first frame)
     fps: float | None = None
     shards_written: list[int] = field(default_factory=list)
+    video: dict | None = None  # episodes: stream facts and skipped stretches (job.json "video")
 
 
 def sample_key(kind: str, index: int) -> str:
@@ -50,12 +56,15 @@ def run(job: JobDir, source: str | Path, config: Config) -> IngestSummary:
     else:
         summary = _ingest_chapter(Path(source), job, config)
     job.write_info({**job.read_info(), "num_shards": summary.num_shards, "num_items": summary.num_items,
-                    "fps": summary.fps})
+                    "fps": summary.fps, **({"video": summary.video} if summary.video else {})})
     return summary
 
 
 def _ingest_chapter(source: Path, job: JobDir, config: Config) -> IngestSummary:
-    listing = list_chapter(source)
+    """Pages in reading order into shards. A shard's pages are hashed first (streaming) and
+    the shard is kept when they and the settings are unchanged; otherwise they are read,
+    decoded and written one page at a time, so memory holds one page, not the shard."""
+    listing = list_chapter(source, ReadLimits(config.job.max_file_mb << 20, config.job.follow_symlinks))
     for warning in listing.skipped:
         log.warning(warning)
     size = config.job.shard_size
@@ -66,73 +75,129 @@ def _ingest_chapter(source: Path, job: JobDir, config: Config) -> IngestSummary:
     for shard in range(num_shards):
         members = pages[shard * size:(shard + 1) * size]
         started = time.time()
-        raw: list[tuple] = []
-        digest = hashlib.sha256()
-        for page in members:
-            data = b""
-            problem = page.problem
-            if problem is None:
-                try:
-                    data = page.read()
-                except OSError as exc:
-                    problem = f"{source}/{page.name}: cannot read ({exc.strerror or exc})"
-            digest.update(f"{page.index}:{page.name}:".encode())
-            digest.update(hashlib.sha256(data).digest())
-            raw.append((page, data, problem))
-        input_sha = digest.hexdigest()
+        input_sha = _pages_sha(members)
         if _ingested(job, shard, input_sha, config_sha):
             summary.failed.extend(_previous_failures(job, shard))
             continue
-        samples, failed = [], []
-        for page, data, problem in raw:
-            display = f"{source}/{page.name}" if source.is_dir() else (
-                f"{source}!{page.name}" if source.suffix.lower() in (".cbz", ".zip") else str(source))
-            if problem is None:
-                try:
-                    rgb = decode_image(data, display, config.job.max_image_pixels, config.job.max_image_side)
-                except ImageError as exc:
-                    problem = str(exc)
-            if problem is not None:
-                log.error(problem)
-                failed.append({"key": sample_key(CHAPTER, page.index), "name": page.name, "error": problem})
-                continue
-            meta = {"index": page.index, "source": page.name, "width": rgb.shape[1], "height": rgb.shape[0],
-                    "scene_id": 0, "kind": CHAPTER}
-            samples.append({"__key__": sample_key(CHAPTER, page.index), "png": encode_png(rgb), "json": json_bytes(meta)})
+        failed: list[dict[str, str]] = []
+        samples = _page_samples(source, members, config, failed, summary.warnings)
         finish_shard(job, INGEST, shard, samples, failed, input_sha, config_sha, started)
         summary.failed.extend(failed)
         summary.shards_written.append(shard)
     return summary
 
 
+def _pages_sha(members: list[PageEntry]) -> str:
+    """What a shard is ingested from: each page's position, name and content hash."""
+    digest = hashlib.sha256()
+    for page in members:
+        digest.update(f"{page.index}:{page.name}:".encode())
+        try:
+            content = bytes.fromhex(page.sha256()) if page.problem is None else hashlib.sha256(b"").digest()
+        except (OSError, PageReadError) as exc:
+            content = f"unreadable:{exc}".encode()
+        digest.update(content)
+    return digest.hexdigest()
+
+
+def _page_samples(source: Path, members: list[PageEntry], config: Config, failed: list[dict],
+                  warnings: list[str]) -> Iterator[dict]:
+    """The shard's samples, one page at a time; refused or broken pages go to `failed`."""
+    job_cfg = config.job
+    for page in members:
+        display = f"{source}/{page.name}" if source.is_dir() else (
+            f"{source}!{page.name}" if source.suffix.lower() in (".cbz", ".zip") else str(source))
+        problem, notes = page.problem, []
+        if problem is None:
+            try:
+                data = page.read()
+                rgb = decode_image(data, display, job_cfg.max_image_pixels, job_cfg.max_image_side,
+                                   job_cfg.max_page_memory_mb << 20, notes)
+                del data
+            except PageReadError as exc:
+                problem = str(exc)
+            except OSError as exc:
+                problem = f"{display}: cannot read ({exc.strerror or exc})"
+            except ImageError as exc:
+                problem = str(exc)
+        for note in notes:
+            log.warning(note)
+            warnings.append(note)
+        if problem is not None:
+            log.error(problem)
+            failed.append({"key": sample_key(CHAPTER, page.index), "name": page.name, "error": problem})
+            continue
+        meta = {"index": page.index, "source": page.name, "width": rgb.shape[1], "height": rgb.shape[0],
+                "scene_id": 0, "kind": CHAPTER}
+        if notes:
+            meta["notes"] = notes
+        yield {"__key__": sample_key(CHAPTER, page.index), "png": encode_png(rgb, consume=True),
+               "json": json_bytes(meta)}
+        del rgb
+
+
 def _ingest_episode(source: Path, job: JobDir, config: Config) -> IngestSummary:
-    info = probe_video(source)
-    size = config.job.shard_size
-    ing = config.ingest
+    """Frames are decoded, given scene ids and hold marks, and written shard by shard as
+    they are read: memory holds one shard, whatever the episode's length."""
+    size, ing = config.job.shard_size, config.ingest
+    reader = VideoReader(source, ing.video_stride, ing.max_frames)
+    for note in reader.info.dropped:
+        log.warning("%s: %s stream is not carried into episode.mp4", source, note)
     config_sha = stage_config_sha(config, INGEST)
     fingerprint = file_fingerprint(source)
-    summary = IngestSummary(EPISODE, 0, 0, fps=info.fps / ing.video_stride)
-    frames = iter_video(source, ing.video_stride, ing.max_frames, ing.scene_cut_threshold)
-    for shard, batch in enumerate(_batched(frames, size)):
+    summary = IngestSummary(EPISODE, 0, 0, fps=reader.info.fps / ing.video_stride)
+    for shard, batch in enumerate(_batched(marked_frames(reader, ing, size), size)):
         started = time.time()
         input_sha = hashlib.sha256(f"{fingerprint}:{shard}:{len(batch)}".encode()).hexdigest()
         summary.num_items += len(batch)
         summary.num_shards = shard + 1
         if _ingested(job, shard, input_sha, config_sha):
             continue  # decoded anyway (videos only seek reliably forward); not rewritten
-        samples = []
-        for frame in batch:
-            meta = {"index": frame.index, "source": f"{source.name}#frame={frame.frame_number}",
-                    "frame_number": frame.frame_number, "timestamp": round(frame.timestamp, 6),
-                    "width": frame.image.shape[1], "height": frame.image.shape[0],
-                    "scene_id": frame.scene_id, "kind": EPISODE}
-            samples.append({"__key__": sample_key(EPISODE, frame.index), "png": encode_png(frame.image),
-                            "json": json_bytes(meta)})
+        samples = [_frame_sample(source, frame, scene, hold) for frame, scene, hold in batch]
         finish_shard(job, INGEST, shard, samples, [], input_sha, config_sha, started)
         summary.shards_written.append(shard)
     if summary.num_items == 0:
         raise SourceError(f"{source}: video has no decodable frames")
+    summary.skipped += [skipped.message(source) for skipped in reader.skipped]
+    summary.video = video_facts(reader.info, reader)
     return summary
+
+
+def marked_frames(reader: VideoReader, ing: IngestConfig, shard_size: int):
+    """(frame, scene id, Hold or None) in order. A hold never reaches across a scene cut or
+    a shard boundary (shards are colored independently, so its source must be in its shard)."""
+    threshold = ing.scene_content_threshold if ing.scene_detector == "content" else ing.scene_adaptive_threshold
+    tracker = SceneTracker(make_detector(ing.scene_detector, threshold, ing.scene_min_frames))
+    holds = HoldDetector(HoldParams(ing.hold_hash_distance, ing.hold_pixel_threshold, ing.hold_max_pan))
+    last = None
+
+    def scened():
+        for frame in reader:
+            yield from tracker.feed(frame, frame.image)
+        yield from tracker.finish()
+
+    for frame, scene in scened():
+        if (scene, frame.index // shard_size) != last:
+            holds.reset()
+            last = (scene, frame.index // shard_size)
+        yield frame, scene, (holds.check(frame.index, frame.image) if ing.holds else None)
+
+
+def _frame_sample(source: Path, frame: VideoFrame, scene: int, hold: Hold | None) -> dict:
+    meta = {"index": frame.index, "source": f"{source.name}#frame={frame.frame_number}",
+            "frame_number": frame.frame_number, "pts": frame.pts, "timestamp": round(frame.timestamp, 6),
+            "width": frame.image.shape[1], "height": frame.image.shape[0], "scene_id": scene, "kind": EPISODE}
+    if hold is not None:
+        meta.update(hold_of=sample_key(EPISODE, hold.source), hold_offset=[hold.dx, hold.dy])
+    return {"__key__": sample_key(EPISODE, frame.index), "png": encode_png(frame.image), "json": json_bytes(meta)}
+
+
+def video_facts(info: VideoInfo, reader: VideoReader) -> dict:
+    """What export needs to time the output like the source (job.json "video")."""
+    return {"time_base": str(info.time_base), "fps": info.fps, "frame_step": info.frame_step, "stride": reader.stride,
+            "start_pts": info.start_pts, "duration": info.duration, "codec": info.codec, "audio": info.audio,
+            "dropped": info.dropped, "skipped": [vars(s) for s in reader.skipped],
+            "complete": reader.max_frames is None}
 
 
 def _batched(items: Iterator, size: int) -> Iterator[list]:

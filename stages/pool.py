@@ -25,6 +25,7 @@ import ray
 from ray.exceptions import RayActorError, RayTaskError
 
 from chromaflow.conf import Config
+from chromaflow.storage.atomic import DiskFull
 from chromaflow.storage.job import JobDir
 
 from .runner import record_failure
@@ -77,6 +78,7 @@ class StagePool:
         self._free: queue.Queue = queue.Queue()
         self._lock = threading.Lock()
         self.broken: str | None = None
+        self.disk_full: DiskFull | None = None  # no space: every later shard stops at once
         self.actors = [self._new_actor() for _ in range(config.ray.num_actors)]
         for actor in self.actors:
             self._free.put(actor)
@@ -96,9 +98,14 @@ class StagePool:
         max_attempts = self.config.ray.max_shard_attempts
         error = "no attempt made"
         for attempt in range(1, max_attempts + 1):
+            if self.disk_full is not None:
+                raise self.disk_full
             if self.broken:
                 break
             actor = self._free.get()
+            if self.disk_full is not None:  # it came while this shard waited for an actor
+                self._free.put(actor)
+                raise self.disk_full
             try:
                 result = ray.get(actor.run.remote(stage, str(job.root), shard))
             except RayActorError as exc:
@@ -113,8 +120,12 @@ class StagePool:
                             stage, shard, attempt, max_attempts, error)
                 self._replace(actor)
             except RayTaskError as exc:
-                self._free.put(actor)
                 cause = exc.cause if getattr(exc, "cause", None) is not None else exc
+                if isinstance(cause, DiskFull):  # another attempt (or shard) would fail the same way
+                    self.disk_full = cause  # set before the actor is free again: no shard starts after it
+                    self._free.put(actor)
+                    raise cause from None
+                self._free.put(actor)
                 error = f"{type(cause).__name__}: {_last_line(str(cause))}"
                 log.warning("%s shard %d attempt %d/%d failed: %s", stage, shard, attempt, max_attempts, error)
             else:

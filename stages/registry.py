@@ -5,8 +5,10 @@
     references      job    the refs folder             -                          retrieval, lines, colorize.work_size
     palette_memory  job    references                  -                          colorize.palette_*
     lines           shard  ingest                      -                          lines, colorize.work_size
-    retrieve        shard  lines, ingest               references                 retrieval
-    colorize        shard  ingest, lines, retrieve     references, palette_memory colorize
+    instances       shard  lines, ingest               -                          instances
+    retrieve        shard  lines, ingest, instances    references                 retrieval, instances
+    colorize        shard  ingest, lines, retrieve,    references, palette_memory colorize
+                           instances
     upscale         shard  ingest, colorize            -                          upscale
     export          job    upscale (ingest for gaps)   -                          export
 
@@ -40,8 +42,9 @@ INGEST_CONFIG = ("job", "ingest")
 
 SHARD_STAGES: dict[str, ShardStage] = {s.name: s for s in (
     ShardStage("lines", (INGEST,), ("lines", "colorize.work_size")),  # lines are extracted at the colorize size
-    ShardStage("retrieve", ("lines", INGEST), ("retrieval",), ("references",)),
-    ShardStage("colorize", (INGEST, "lines", "retrieve"), ("colorize",), ("references", "palette_memory"),
+    ShardStage("instances", ("lines", INGEST), ("instances",)),
+    ShardStage("retrieve", ("lines", INGEST, "instances"), ("retrieval", "instances"), ("references",)),
+    ShardStage("colorize", (INGEST, "lines", "retrieve", "instances"), ("colorize",), ("references", "palette_memory"),
                on_pool=True),
     ShardStage("upscale", (INGEST, "colorize"), ("upscale",), on_pool=True),
 )}

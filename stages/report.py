@@ -14,39 +14,40 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from typing import Iterator
+
 from chromaflow.storage.atomic import write_bytes
-from chromaflow.storage.images import decode_png, encode_jpeg, resize_longest
+from chromaflow.storage.images import decode_png_reduced, encode_jpeg, resize_longest
 from chromaflow.storage.job import JobDir
-from chromaflow.storage.shards import read_shard, read_stats
+from chromaflow.storage.shards import Sample, iter_shard, key_order, read_stats
 
 from .registry import FINAL, INGEST, SHARD_SETS
+from .report_instances import instances_html
 
 
 def jpeg_data_uri(rgb: np.ndarray) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(encode_jpeg(rgb, quality=80)).decode()
 
 
-def thumbnail_uri(rgb: np.ndarray, size: int) -> str:
-    return jpeg_data_uri(resize_longest(rgb, size))
+def thumbnail_uri(png: bytes, size: int) -> str:
+    """A page's PNG as a JPEG thumbnail; big pages are decoded at a reduced size."""
+    return jpeg_data_uri(resize_longest(decode_png_reduced(png, size), size))
 
 
 def before_after_uris(job: JobDir, pages: list[dict], height: int = 240) -> dict[str, str]:
     """{page key: JPEG data URI of the original page and its colorization side by side}
-    for exported pages (dicts with "key" and "index"); each shard is read once."""
+    for exported pages (dicts with "key" and "index"); shards are streamed."""
     shard_size = job.read_info()["config"]["job"]["shard_size"]
     wanted: dict[int, set[str]] = {}
     for page in pages:
         wanted.setdefault(page["index"] // shard_size, set()).add(page["key"])
     uris = {}
     for shard, keys in wanted.items():
-        if read_stats(job, FINAL, shard) is None:
-            continue
-        before = _before_images(job, shard)
-        for sample in read_shard(job.shard_path(FINAL, shard)):
-            key = sample["__key__"]
-            if key not in keys or key not in before:
+        for before, after in paired_samples(job, shard):
+            key = after["__key__"]
+            if key not in keys or before is None:
                 continue
-            a, b = decode_png(before[key]["png"]), decode_png(sample["png"])
+            a, b = decode_png_reduced(before["png"], height), decode_png_reduced(after["png"], height)
             size = (max(1, round(a.shape[1] * height / a.shape[0])), height)
             gap = np.full((height, 8, 3), 255, np.uint8)
             uris[key] = jpeg_data_uri(np.hstack([cv2.resize(a, size, interpolation=cv2.INTER_AREA), gap,
@@ -54,10 +55,17 @@ def before_after_uris(job: JobDir, pages: list[dict], height: int = 240) -> dict
     return uris
 
 
-def _before_images(job: JobDir, shard: int) -> dict:
-    if read_stats(job, INGEST, shard) is None:
-        return {}
-    return {s["__key__"]: s for s in read_shard(job.shard_path(INGEST, shard))}
+def paired_samples(job: JobDir, shard: int) -> Iterator[tuple[Sample | None, Sample]]:
+    """(ingest sample or None, final sample) of a finished final shard, read side by side
+    (both shards hold their samples in key order)."""
+    if read_stats(job, FINAL, shard) is None:
+        return
+    before = iter_shard(job.shard_path(INGEST, shard)) if read_stats(job, INGEST, shard) else iter(())
+    head = next(before, None)
+    for sample in iter_shard(job.shard_path(FINAL, shard)):
+        while head is not None and key_order(head["__key__"]) < key_order(sample["__key__"]):
+            head = next(before, None)
+        yield (head if head is not None and head["__key__"] == sample["__key__"] else None), sample
 
 
 STATUS_COLORS = {"ok": "#2e7d32", "partial": "#ef6c00", "failed": "#c62828", "missing": "#757575"}
@@ -98,26 +106,64 @@ def palette_memory_html(job: JobDir, enabled: bool) -> str:
     return f"<table><tr><th>identity</th><th>remembered colors</th></tr>{''.join(rows)}</table>"
 
 
+def contact_sheet_shards(job: JobDir, info: dict) -> dict[int, set[int] | None]:
+    """{shard: frame indices to show (None: all)}. Chapters show every page; episodes at most
+    export.report_max_frames frames, evenly spaced, so the report's size does not grow with
+    the episode's length."""
+    shards = job.num_shards()
+    if info["kind"] != "episode":
+        return {shard: None for shard in range(shards)}
+    size, count = info["config"]["job"]["shard_size"], int(info.get("num_items") or 0)
+    wanted = sorted({int(round(i)) for i in np.linspace(0, max(0, count - 1),
+                                                        min(count, info["config"]["export"]["report_max_frames"]))})
+    picks: dict[int, set[int] | None] = {}
+    for index in wanted:
+        picks.setdefault(index // size, set()).add(index)
+    return picks
+
+
+def episode_html(info: dict) -> str:
+    """Episodes: the reuse share, the encoder, audio, notes and unreadable stretches."""
+    video = info.get("episode_video")
+    if info["kind"] != "episode" or not video:
+        return ""
+    rows = [("frames", f"{video['frames']} ({video['colored']} colored, {video['repeated']} repeating the last "
+                       f"colored frame, {video['uncolored']} uncolored, {video['skipped_filled']} filling "
+                       f"unreadable stretches)"),
+            ("held drawings", reuse_text(video["reused"], video["frames"])),
+            ("encoder", f"{video['encoder']} (crf {video['crf']})"),
+            ("audio", ", ".join(video["audio"]) or "none")]
+    rows += [("note", note) for note in video.get("notes", [])]
+    rows += [("unreadable", f"{g['frames']} frame(s) from {g['start']:.3f} s to {g['end']:.3f} s ({g['reason']})")
+             for g in (info.get("video") or {}).get("skipped", [])]
+    body = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>" for k, v in rows)
+    return f"<h2>Episode</h2><table>{body}</table>"
+
+
+def reuse_text(reused: int, frames: int) -> str:
+    """How many frames reused a held drawing's colors (run summary, CLI, report.html)."""
+    return f"reused {reused} of {frames} frames ({100 * reused / max(1, frames):.1f} %)"
+
+
 def write_report(job: JobDir, manifest_rows: list[dict], pages: list[dict], failures: list[str],
                  thumb_size: int = 320) -> Path:
     info = job.read_info()
     cards = []
-    for shard in range(job.num_shards()):
-        before = _before_images(job, shard)
-        if read_stats(job, FINAL, shard) is None:
-            continue
-        for sample in read_shard(job.shard_path(FINAL, shard)):
+    for shard, picks in contact_sheet_shards(job, info).items():
+        for orig, sample in paired_samples(job, shard):
             meta = json.loads(sample["json"])
-            orig = before.get(sample["__key__"])
-            before_img = (f'<img alt="before" src="{thumbnail_uri(decode_png(orig["png"]), thumb_size)}">'
-                          if orig else "")
-            after_img = f'<img alt="after" src="{thumbnail_uri(decode_png(sample["png"]), thumb_size)}">'
+            if picks is not None and meta["index"] not in picks:
+                continue
+            before_img = f'<img alt="before" src="{thumbnail_uri(orig["png"], thumb_size)}">' if orig else ""
+            after_img = f'<img alt="after" src="{thumbnail_uri(sample["png"], thumb_size)}">'
             idents = ", ".join(i or "(unnamed pool)" for i in meta.get("identities", [])) or "unknown"
+            reused = f' · reuses {html.escape(meta["reused_from"])}' if meta.get("reused_from") else ""
             cards.append(
                 f'<div class="card"><div class="pair">{before_img}{after_img}</div>'
                 f'<div class="cap">#{meta["index"] + 1} {html.escape(meta["source"])} · '
-                f'{meta["width"]}×{meta["height"]} · identities: {html.escape(idents)}<br>'
-                f'references: {html.escape(", ".join(meta.get("references", [])))}</div></div>')
+                f'{meta["width"]}×{meta["height"]} · identities: {html.escape(idents)}{reused}<br>'
+                f'references: {html.escape(", ".join(meta.get("references", [])))}'
+                f'{"".join(f"<br>{html.escape(note)}" for note in meta.get("notes", []))}</div></div>')
     stages = sorted({r["stage"] for r in manifest_rows}, key=SHARD_SETS.index)
     by_shard: dict[int, dict[str, dict]] = {}
     for row in manifest_rows:
@@ -140,8 +186,10 @@ def write_report(job: JobDir, manifest_rows: list[dict], pages: list[dict], fail
 <p class="sub">{html.escape(info['kind'])} · source {html.escape(info['source'])} · references {html.escape(info['refs'])} ·
 backend {html.escape(info['config']['colorize']['backend'])} · {len(pages)} pages written</p>
 <h2>Problems</h2><ul>{fail_html}</ul>
+{episode_html(info)}
 <h2>Before / after</h2><div class="grid">{''.join(cards)}</div>
 <h2>Palette memory</h2>{palette_memory_html(job, info['config']['colorize'].get('palette_memory', False))}
+<h2>Characters</h2>{instances_html(job, thumb_size)}
 <h2>Shards</h2><table><tr><th>shard</th>{header}</tr>{''.join(body)}</table>
 </body></html>"""
     target = job.root / "report.html"

@@ -7,6 +7,11 @@ redoes exactly it. A sample that fails is left out of the output and listed in t
 (status "partial"); an exception outside a sample marks the whole shard failed
 (`.failed.json`, with an attempt counter). What a result depends on is
 `registry.stage_key`; a shard whose stats match it and whose tar is intact is not redone.
+
+Memory: input shards are streamed and joined by key (every shard set of a shard holds its
+samples in reading order), outputs are written as they are made, so a stage holds one
+batch of pages, never a whole shard. A full disk (storage.atomic.DiskFull) is not a page
+failure: it fails the shard at once, and the pool and the flow stop the job on it.
 """
 
 from __future__ import annotations
@@ -16,12 +21,13 @@ import os
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Iterator
 
 from chromaflow.conf import Config
+from chromaflow.storage.atomic import DiskFull
 from chromaflow.storage.job import JobDir
-from chromaflow.storage.shards import (Sample, read_failure, read_shard, read_stats, sha256_file, write_failure,
-                                       write_shard, write_stats)
+from chromaflow.storage.shards import (Sample, iter_shard, key_order, read_failure, read_stats, sha256_file,
+                                       write_failure, write_shard, write_stats)
 
 from .registry import SHARD_STAGES, stage_key
 
@@ -73,7 +79,7 @@ def cached_stats(job: JobDir, stage: str, shard: int) -> ShardStats:
 
 def run_shard(job: JobDir, stage: str, shard: int, config: Config, process_batch: BatchProcessor,
               batch_size: int = 1) -> ShardStats:
-    """Run a shard stage over one shard: read inputs, process the samples in batches,
+    """Run a shard stage over one shard: stream the inputs, process the samples in batches,
     write output + stats. A batch that raises is retried page by page, so one bad page
     still only costs itself."""
     input_sha, config_sha = stage_key(job, stage, shard, config)
@@ -82,29 +88,57 @@ def run_shard(job: JobDir, stage: str, shard: int, config: Config, process_batch
     if is_done(job, stage, shard, config):
         return cached_stats(job, stage, shard)
     started = time.time()
-    lead, *others = SHARD_STAGES[stage].inputs
-    by_key = {name: {s["__key__"]: s for s in read_shard(job.shard_path(name, shard))} for name in others}
-    items = []
-    for sample in read_shard(job.shard_path(lead, shard)):
-        key = sample["__key__"]
-        if any(key not in by_key[name] for name in others):
-            continue  # the page failed upstream; it is already reported there
-        items.append((key, {lead: sample, **{name: by_key[name][key] for name in others}}))
-    outputs: list[Sample] = []
+    lead = SHARD_STAGES[stage].inputs[0]
     failed: list[dict[str, str]] = []
-    step = max(1, batch_size)
-    for start in range(0, len(items), step):
-        batch = items[start:start + step]
-        try:
-            results = process_batch(batch)
-        except Exception as exc:
-            results = [exc] if len(batch) == 1 else [_try_one(process_batch, item) for item in batch]
-        for (key, joined), out in zip(batch, results):
-            if isinstance(out, Exception):  # one bad page must not sink the shard
-                failed.append({"key": key, "name": sample_name(joined[lead]), "error": one_line(out)})
-            else:
-                outputs.append({"__key__": key, **out})
-    return finish_shard(job, stage, shard, outputs, failed, input_sha, config_sha, started)
+
+    def outputs() -> Iterator[Sample]:
+        for batch in _batches(joined_inputs(job, stage, shard), max(1, batch_size)):
+            try:
+                results = process_batch(batch)
+            except Exception as exc:
+                results = [exc] if len(batch) == 1 else [_try_one(process_batch, item) for item in batch]
+            for (key, joined), out in zip(batch, results):
+                if isinstance(out, Exception):  # one bad page must not sink the shard
+                    failed.append({"key": key, "name": sample_name(joined[lead]), "error": one_line(out)})
+                else:
+                    yield {"__key__": key, **out}
+
+    return finish_shard(job, stage, shard, outputs(), failed, input_sha, config_sha, started)
+
+
+def joined_inputs(job: JobDir, stage: str, shard: int) -> Iterator[tuple[str, dict[str, Sample]]]:
+    """(key, {input stage: sample}) for the samples every input shard holds, streamed: the
+    inputs are read side by side (all in key order); a key missing from one input is a page
+    that failed upstream and is already reported there."""
+    lead, *others = SHARD_STAGES[stage].inputs
+    streams = {name: iter_shard(job.shard_path(name, shard)) for name in others}
+    heads = {name: next(streams[name], None) for name in others}
+    previous = None
+    for sample in iter_shard(job.shard_path(lead, shard)):
+        key = sample["__key__"]
+        if previous is not None and key_order(key) <= key_order(previous):
+            raise RuntimeError(f"{job.shard_path(lead, shard)}: samples out of key order at {key}")
+        previous = key
+        joined = {lead: sample}
+        for name in others:
+            while heads[name] is not None and key_order(heads[name]["__key__"]) < key_order(key):
+                heads[name] = next(streams[name], None)
+            if heads[name] is None or heads[name]["__key__"] != key:
+                break
+            joined[name] = heads[name]
+        else:
+            yield key, joined
+
+
+def _batches(items: Iterator, size: int) -> Iterator[list]:
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def _try_one(process_batch: BatchProcessor, item) -> Sample | Exception:
@@ -114,18 +148,19 @@ def _try_one(process_batch: BatchProcessor, item) -> Sample | Exception:
         return exc
 
 
-def finish_shard(job: JobDir, stage: str, shard: int, outputs: list[Sample], failed: list[dict[str, str]],
+def finish_shard(job: JobDir, stage: str, shard: int, outputs: Iterable[Sample], failed: list[dict[str, str]],
                  input_sha: str, config_sha: str, started: float) -> ShardStats:
-    """Write the shard tar, then its stats (last: the done marker)."""
+    """Write the shard tar, then its stats (last: the done marker). `outputs` may be a
+    generator that appends to `failed` as it goes: it is consumed before the stats."""
     out_path = job.shard_path(stage, shard)
-    write_shard(out_path, outputs)
+    count = write_shard(out_path, outputs)
     previous = read_failure(job, stage, shard)
     seconds = time.time() - started
     write_stats(job, stage, shard, {
         "stage": stage,
         "shard": shard,
         "status": "partial" if failed else "ok",
-        "count": len(outputs),
+        "count": count,
         "failed": failed,
         "input_sha256": input_sha,
         "config_sha256": config_sha,
@@ -140,7 +175,7 @@ def finish_shard(job: JobDir, stage: str, shard: int, outputs: list[Sample], fai
     })
     if previous is not None:
         job.failed_path(stage, shard).unlink(missing_ok=True)
-    return ShardStats(stage, shard, "partial" if failed else "ok", len(outputs), failed, seconds=seconds)
+    return ShardStats(stage, shard, "partial" if failed else "ok", count, failed, seconds=seconds)
 
 
 def record_failure(job: JobDir, stage: str, shard: int, error: str) -> int:
@@ -162,3 +197,10 @@ def sample_name(sample: Sample) -> str:
 def one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}".strip()
+
+
+def is_transient(exc: BaseException | None) -> bool:
+    """Whether another attempt may succeed. Not for a full disk (it fails the job at once)
+    nor for unusable input: the job's own errors for that are ValueErrors (SourceError,
+    ReferenceFolderError, ImageError, ...), and they fail the same way every time."""
+    return not isinstance(exc, (DiskFull, ValueError))

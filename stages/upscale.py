@@ -1,5 +1,8 @@
 """upscale: each colorized page back to its original size, its chroma guided by the
-full-resolution page (models/upscale.py)."""
+full-resolution page (models/upscale.py, in bands of bounded memory). Per page it holds the
+decoded page, the output page and one band; the output is encoded in place. An episode frame
+that repeats the drawing before it in place (colorize `reused_from`, no pan) takes that
+frame's result."""
 
 from __future__ import annotations
 
@@ -15,14 +18,24 @@ from .runner import ShardStats, run_shard
 
 
 def run(job: JobDir, shard: int, config: Config) -> ShardStats:
+    done: dict[str, bytes] = {}  # this shard's upscaled frames, for their in-place repeats
+
     def process_batch(items: list[tuple[str, dict]]) -> list[dict]:
         outputs = []
-        for _, inputs in items:
-            page = decode_png(inputs["ingest"]["png"])
-            color = decode_png(inputs["colorize"]["png"])
+        for key, inputs in items:
             meta = {**json.loads(inputs["ingest"]["json"]), **json.loads(inputs["colorize"]["json"])}
-            final = guided_upsample(color, page, config.upscale, LIGHTNESS_BY_KIND[meta["kind"]])
-            outputs.append({"png": encode_png(final), "json": json_bytes(meta)})
+            source = meta.get("reused_from")
+            if source in done and not any(meta.get("hold_offset", [0, 0])):
+                png = done[source]  # a held drawing in place: same colors, same drawing (models/holds.py)
+            else:
+                page = decode_png(inputs["ingest"]["png"])
+                color = decode_png(inputs["colorize"]["png"])
+                final = guided_upsample(color, page, config.upscale, LIGHTNESS_BY_KIND[meta["kind"]])
+                del page, color  # before encoding: the encoder's buffer takes their place
+                png = encode_png(final, consume=True)
+                done.clear()
+                done[key] = png
+            outputs.append({"png": png, "json": json_bytes(meta)})
         return outputs
 
     return run_shard(job, "upscale", shard, config, process_batch)

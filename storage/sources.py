@@ -1,7 +1,12 @@
-"""Source readers: a chapter (folder of images, .cbz/.zip, one image) or an episode (video).
+"""Source readers: a chapter (folder of images, .cbz/.zip, one image) or an episode (a
+video, read by storage/video.py).
 
 Readers only read. Archives are never extracted to disk: entries are read into memory,
 and entries whose names try to leave the archive (`../`, absolute paths) are refused.
+Reading is bounded (ReadLimits): a page file over job.max_file_mb is refused before it is
+read, an archive entry by its declared size before it is decompressed, and every read is
+capped as it streams, so a lying header costs nothing. Symlinks that resolve outside the
+chapter folder are refused by name (job.follow_symlinks: false); links inside it are read.
 """
 
 from __future__ import annotations
@@ -9,12 +14,10 @@ from __future__ import annotations
 import hashlib
 import re
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterator
-
-import cv2
-import numpy as np
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 VIDEO_SUFFIXES = {".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg"}
@@ -45,15 +48,33 @@ def source_kind(path: str | Path) -> str:
     raise SourceError(f"{p}: unknown source type {suffix!r} (expected a folder, .cbz/.zip, an image or a video)")
 
 
+class PageReadError(ValueError):
+    """One page of a chapter cannot be read (too big, corrupt archive entry, link out of the
+    source); str() is one line naming it. The rest of the chapter is read."""
+
+
+@dataclass(frozen=True)
+class ReadLimits:
+    """What reading a chapter may cost: each page file is refused above max_bytes (an
+    archive entry by its declared size before anything is decompressed, and read with a
+    streaming cap in case the size lies); symlinks out of the source are refused unless
+    follow_symlinks (job.max_file_mb, job.follow_symlinks)."""
+
+    max_bytes: int = 1 << 30
+    follow_symlinks: bool = False
+
+
 @dataclass
 class PageEntry:
     """One page of a chapter, in reading order. `problem` is set for entries that are
-    refused without reading (unsafe archive path)."""
+    refused without reading (unsafe archive path, too big, link out of the source).
+    `read` returns the bytes and `sha256` hashes them streaming (both raise PageReadError)."""
 
     index: int
     name: str
     read: Callable[[], bytes] | None
     problem: str | None = None
+    sha256: Callable[[], str] | None = None
 
 
 @dataclass
@@ -67,34 +88,93 @@ def _is_unsafe_member(name: str) -> bool:
     return pure.is_absolute() or ".." in pure.parts or (len(name) > 1 and name[1] == ":")
 
 
-def list_chapter(path: str | Path) -> ChapterListing:
+def _capped_chunks(f, limit: int, name: str) -> Iterator[bytes]:
+    """The stream's bytes in chunks; PageReadError as soon as it holds more than limit."""
+    total = 0
+    while chunk := f.read(1 << 20):
+        total += len(chunk)
+        if total > limit:
+            raise PageReadError(f"{name}: holds more than {limit} bytes (job.max_file_mb); refused")
+        yield chunk
+
+
+def _file_entry(index: int, path: Path, rel: str, limits: ReadLimits) -> PageEntry:
+    def chunks() -> Iterator[bytes]:
+        with open(path, "rb") as f:
+            yield from _capped_chunks(f, limits.max_bytes, str(path))
+
+    def sha256() -> str:
+        h = hashlib.sha256()
+        for chunk in chunks():
+            h.update(chunk)
+        return h.hexdigest()
+
+    size = path.stat().st_size
+    problem = (f"{path}: file is {size} bytes, over the limit (job.max_file_mb={limits.max_bytes >> 20}); refused "
+               f"before reading") if size > limits.max_bytes else None
+    return PageEntry(index, rel, lambda: b"".join(chunks()), problem, sha256)
+
+
+def _outside_link(path: Path, root: Path, limits: ReadLimits) -> str | None:
+    """Why a symlinked page is refused, or None (not a link, a link inside the source, or
+    links are followed)."""
+    if limits.follow_symlinks or not path.is_symlink():
+        return None
+    target = path.resolve()
+    if target.is_relative_to(root):
+        return None
+    return f"{path}: symlink to {target}, outside the chapter folder; refused (job.follow_symlinks is off)"
+
+
+def list_chapter(path: str | Path, limits: ReadLimits = ReadLimits()) -> ChapterListing:
     """Pages of a chapter in natural reading order."""
     p = Path(path)
     if p.is_dir():
-        files = [f for f in p.rglob("*") if f.is_file() and not any(part.startswith(".") for part in f.relative_to(p).parts)]
-        files.sort(key=lambda f: natural_key(f.relative_to(p).as_posix()))
-        pages, skipped = [], []
-        for f in files:
-            rel = f.relative_to(p).as_posix()
-            if f.suffix.lower() in IMAGE_SUFFIXES:
-                pages.append(PageEntry(len(pages), rel, f.read_bytes))
-            else:
-                skipped.append(f"{f}: not an image, skipped")
-        return ChapterListing(pages, skipped)
+        return _list_folder(p, limits)
     suffix = p.suffix.lower()
     if suffix in IMAGE_SUFFIXES:
-        return ChapterListing([PageEntry(0, p.name, p.read_bytes)])
+        return ChapterListing([_file_entry(0, p, p.name, limits)])
     if suffix in ARCHIVE_SUFFIXES:
-        return _list_archive(p)
+        return _list_archive(p, limits)
     raise SourceError(f"{p}: not a chapter source")
 
 
-def _list_archive(path: Path) -> ChapterListing:
+def _list_folder(folder: Path, limits: ReadLimits) -> ChapterListing:
+    root = folder.resolve()
+    found = [f for f in folder.rglob("*") if not any(part.startswith(".") for part in f.relative_to(folder).parts)]
+    found.sort(key=lambda f: natural_key(f.relative_to(folder).as_posix()))
+    pages, skipped = [], []
+    for f in found:
+        rel = f.relative_to(folder).as_posix()
+        if f.is_dir():
+            if f.is_symlink():  # rglob does not descend into linked folders
+                skipped.append(f"{f}: symlinked folder, not followed")
+            continue
+        if f.suffix.lower() not in IMAGE_SUFFIXES:
+            if f.is_file() or f.is_symlink():
+                skipped.append(f"{f}: not an image, skipped")
+            continue
+        refused = _outside_link(f, root, limits)
+        if refused is None and not f.is_file():
+            refused = f"{f}: broken symlink or not a regular file; skipped"
+        if refused is not None:
+            pages.append(PageEntry(len(pages), rel, None, refused))
+            continue
+        pages.append(_file_entry(len(pages), f, rel, limits))
+    return ChapterListing(pages, skipped)
+
+
+def _is_link_member(info: zipfile.ZipInfo) -> bool:
+    return (info.external_attr >> 16) & 0o170000 == 0o120000
+
+
+def _list_archive(path: Path, limits: ReadLimits) -> ChapterListing:
     try:
         archive = zipfile.ZipFile(path)
         infos = archive.infolist()
     except (zipfile.BadZipFile, OSError) as exc:
         raise SourceError(f"{path}: not a readable zip/cbz archive ({exc})") from None
+    by_name = {i.filename: i for i in infos}
     members = [i for i in infos if not i.is_dir()]
     members.sort(key=lambda i: natural_key(i.filename))
     pages, skipped = [], []
@@ -110,80 +190,58 @@ def _list_archive(path: Path) -> ChapterListing:
         if PurePosixPath(base).suffix.lower() not in IMAGE_SUFFIXES:
             skipped.append(f"{path}!{name}: not an image, skipped")
             continue
-
-        def read(info=info) -> bytes:
-            with zipfile.ZipFile(path) as zf:
-                return zf.read(info)
-
-        pages.append(PageEntry(len(pages), name, read))
+        target, problem = info, None
+        if _is_link_member(info):
+            target, problem = _archive_link_target(archive, path, info, by_name, limits)
+        if problem is None and target.file_size > limits.max_bytes:
+            problem = (f"{path}!{name}: entry is {target.file_size} bytes uncompressed, over the limit "
+                       f"(job.max_file_mb={limits.max_bytes >> 20}); refused before decompressing")
+        pages.append(_member_entry(len(pages), path, name, target, problem, limits))
     archive.close()
     return ChapterListing(pages, skipped)
 
 
-@dataclass
-class VideoFrame:
-    index: int  # position among kept frames (reading order of the episode)
-    frame_number: int  # position in the source video
-    timestamp: float  # seconds
-    scene_id: int
-    image: np.ndarray  # RGB uint8
-
-
-@dataclass
-class VideoInfo:
-    fps: float
-    frame_count: int
-    width: int
-    height: int
-
-
-def probe_video(path: str | Path) -> VideoInfo:
-    cap = cv2.VideoCapture(str(path))
-    try:
-        if not cap.isOpened():
-            raise SourceError(f"{path}: cannot open video (unsupported or broken file)")
-        ok, frame = cap.read()
-        if not ok or frame is None:
-            raise SourceError(f"{path}: video has no decodable frames")
-        fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
-        return VideoInfo(fps if fps > 0 else 24.0, int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), frame.shape[1], frame.shape[0])
-    finally:
-        cap.release()
-
-
-def _scene_histogram(rgb: np.ndarray) -> np.ndarray:
-    small = cv2.resize(rgb, (160, 90), interpolation=cv2.INTER_AREA)
-    hsv = cv2.cvtColor(small, cv2.COLOR_RGB2HSV)
-    hist = cv2.calcHist([hsv], [0, 1, 2], None, [16, 8, 8], [0, 180, 0, 256, 0, 256])
-    return cv2.normalize(hist, hist).flatten()
-
-
-def iter_video(path: str | Path, stride: int = 1, max_frames: int | None = None,
-               scene_cut_threshold: float = 0.4) -> Iterator[VideoFrame]:
-    """Decode kept frames in order; a new scene starts where the HSV histogram of a kept
-    frame differs from the previous kept frame by more than the threshold (Bhattacharyya)."""
-    probe_video(path)
-    cap = cv2.VideoCapture(str(path))
-    fps = cap.get(cv2.CAP_PROP_FPS) or 24.0
-    number, kept, scene, previous = 0, 0, 0, None
-    try:
-        while True:
-            ok, bgr = cap.read()
-            if not ok or bgr is None:
+def _archive_link_target(archive: zipfile.ZipFile, path: Path, link: zipfile.ZipInfo,
+                         by_name: dict[str, zipfile.ZipInfo], limits: ReadLimits) -> tuple[zipfile.ZipInfo, str | None]:
+    """The member a symlink entry points to. Links are resolved inside the archive only
+    (nothing is ever read from the disk through an archive), even with job.follow_symlinks."""
+    if link.file_size > 4096:
+        return link, f"{path}!{link.filename}: symlink entry too long; refused"
+    dest = archive.read(link).decode("utf-8", "replace")
+    parts: list[str] = list(PurePosixPath(link.filename).parent.parts)
+    for part in PurePosixPath(dest).parts:
+        if part == "..":
+            if not parts:
+                parts = None
                 break
-            if number % stride == 0:
-                rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-                hist = _scene_histogram(rgb)
-                if previous is not None and cv2.compareHist(previous, hist, cv2.HISTCMP_BHATTACHARYYA) > scene_cut_threshold:
-                    scene += 1
-                previous = hist
-                yield VideoFrame(kept, number, number / fps, scene, rgb)
-                kept += 1
-                if max_frames is not None and kept >= max_frames:
-                    break
-            number += 1
-    finally:
-        cap.release()
+            parts.pop()
+        elif part not in (".", ""):
+            parts.append(part)
+    resolved = "/".join(parts) if parts is not None and not dest.startswith("/") else None
+    if resolved is None or resolved not in by_name or _is_link_member(by_name[resolved]):
+        return link, f"{path}!{link.filename}: symlink to {dest}, outside the archive or not a page; refused"
+    return by_name[resolved], None
+
+
+def _member_entry(index: int, path: Path, name: str, info: zipfile.ZipInfo, problem: str | None,
+                  limits: ReadLimits) -> PageEntry:
+    display = f"{path}!{name}"
+    cap = min(info.file_size, limits.max_bytes)
+
+    def chunks() -> Iterator[bytes]:
+        try:
+            with zipfile.ZipFile(path) as zf, zf.open(info) as f:
+                yield from _capped_chunks(f, cap, display)
+        except (zipfile.BadZipFile, EOFError, zlib.error, NotImplementedError) as exc:
+            raise PageReadError(f"{display}: corrupt archive entry ({exc})") from None
+
+    def sha256() -> str:
+        h = hashlib.sha256()
+        for chunk in chunks():
+            h.update(chunk)
+        return h.hexdigest()
+
+    return PageEntry(index, name, lambda: b"".join(chunks()), problem, sha256)
 
 
 def file_fingerprint(path: str | Path) -> str:

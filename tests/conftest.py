@@ -32,7 +32,7 @@ def prefect_harness(tmp_path_factory):
 
     results = tmp_path_factory.mktemp("prefect-results")
     with temporary_settings({PREFECT_RESULTS_LOCAL_STORAGE_PATH: str(results)}):
-        with prefect_test_harness(server_startup_timeout=90):
+        with prefect_test_harness(server_startup_timeout=180):
             yield PREFECT_API_URL.value()
 
 

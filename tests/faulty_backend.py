@@ -22,6 +22,16 @@ class CrashOnPage(RegionColorizer):
     """Kills its worker process on one page, every time: a shard that keeps crashing."""
 
     def colorize(self, request):
-        if request.key == os.environ.get("CHROMAFLOW_TEST_CRASH_KEY", "p000002"):
+        # Any request of the page: its panels ("-panelN") and characters ("-instanceN") too.
+        if request.key.split("-", 1)[0] == os.environ.get("CHROMAFLOW_TEST_CRASH_KEY", "p000002"):
             os._exit(3)
+        return super().colorize(request)
+
+
+class FailOnPage(RegionColorizer):
+    """Raises on one page: a page the colorizer cannot handle (the shard carries on)."""
+
+    def colorize(self, request):
+        if request.key == os.environ.get("CHROMAFLOW_TEST_FAIL_KEY", "p000001"):
+            raise ValueError("cannot color this page")
         return super().colorize(request)

@@ -51,9 +51,71 @@ def test_broken_palette_seed_is_one_line_error_before_work(prefect_harness, tmp_
     assert not (tmp_path / "o" / "job.json").exists()  # no job was started
 
 
-def test_missing_source_and_refs(tmp_path, refs_dir):
-    result = CliRunner().invoke(app, ["rerun", str(tmp_path)])
-    assert result.exit_code == 2 and "not a chromaflow job folder" in result.output
+def _flow_run_count() -> int:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return len(client.read_flow_runs(limit=200))
+
+
+def _one_line_error(result, text: str) -> None:
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and text in lines[0], result.output
+
+
+def test_argument_errors_are_one_line_exit_2_before_any_run_or_folder(prefect_harness, tmp_path, chapter_dir,
+                                                                      refs_dir):
+    runs = _flow_run_count()
+    out = tmp_path / "o"
+    colorize = ["colorize", "--out", str(out)]
+    _one_line_error(CliRunner().invoke(app, colorize + [str(chapter_dir), "--refs", str(tmp_path / "nope")]),
+                    f"{tmp_path / 'nope'}: reference folder does not exist")
+    _one_line_error(CliRunner().invoke(app, colorize + [str(tmp_path / "gone"), "--refs", str(refs_dir)]),
+                    f"{tmp_path / 'gone'}: source does not exist")
+    broken = tmp_path / "broken.cbz"
+    broken.write_bytes(b"this is not a zip archive")
+    _one_line_error(CliRunner().invoke(app, colorize + [str(broken), "--refs", str(refs_dir)]),
+                    f"{broken}: not a readable zip/cbz archive")
+    empty = tmp_path / "empty-chapter"
+    empty.mkdir()
+    _one_line_error(CliRunner().invoke(app, colorize + [str(empty), "--refs", str(refs_dir)]),
+                    f"{empty}: holds no page images")
+    _one_line_error(CliRunner().invoke(app, colorize + [str(chapter_dir), "--refs", str(refs_dir), "--set",
+                                                        "ray.num_actors=0"]), "ray.num_actors")
+    assert not out.exists()
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "job.json").write_text('{"name": "ep01"}')
+    _one_line_error(CliRunner().invoke(app, ["colorize", str(chapter_dir), "--refs", str(refs_dir), "--out",
+                                             str(other)]), "holds job 'ep01', not 'chapter'")
+    _one_line_error(CliRunner().invoke(app, ["rerun", str(tmp_path)]), "not a chromaflow job folder")
+    _one_line_error(CliRunner().invoke(app, ["rerun", str(other)]), f"{other / 'job.json'}: unusable")
+    _one_line_error(CliRunner().invoke(app, ["index", str(tmp_path / "nope"), "--out", str(tmp_path / "idx")]),
+                    "reference folder does not exist")
+    assert not (tmp_path / "idx").exists()
+    assert _flow_run_count() == runs  # no flow run was created for any of them
+
+
+def test_serve_flags_are_checked_before_serving(tmp_path, refs_dir):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    base = ["serve", "--inbox", str(inbox), "--refs", str(refs_dir), "--out-root", str(tmp_path / "jobs")]
+    _one_line_error(CliRunner().invoke(app, ["serve", "--interval", "60"]), "go with --inbox")
+    _one_line_error(CliRunner().invoke(app, ["serve", "--inbox", str(inbox)]), "--inbox needs --refs and --out-root")
+    _one_line_error(CliRunner().invoke(app, base + ["--cron", "every day"]), "--cron 'every day': not a cron")
+    _one_line_error(CliRunner().invoke(app, base + ["--cron", "0 * * * *", "--interval", "60"]), "not both")
+    _one_line_error(CliRunner().invoke(app, base + ["--cron", "0 3 * * *", "--timezone", "Mars/Olympus"]),
+                    "not an IANA time zone")
+    _one_line_error(CliRunner().invoke(app, base + ["--interval", "0"]), "must be a positive number")
+    _one_line_error(CliRunner().invoke(app, base[:2] + [str(tmp_path / "nowhere")] + base[3:]),
+                    "inbox folder does not exist")
+    _one_line_error(CliRunner().invoke(app, base + ["--set", "colorize.wrk=1"]), "unknown key 'colorize.wrk'")
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        _one_line_error(CliRunner().invoke(app, base + ["--interval", "60"]), "schedules need a Prefect server")
+    assert not (tmp_path / "jobs").exists()
 
 
 def test_index_command_builds_then_reuses(prefect_harness, tmp_path, refs_dir):
@@ -133,11 +195,15 @@ def test_serve_and_prefect_deployment_run(prefect_harness, tmp_path, chapter_dir
         deadline = time.time() + 180
         while True:
             ls = subprocess.run(PREFECT + ["deployment", "ls"], env=env, capture_output=True, text=True)
-            if "colorize-chapter/default" in ls.stdout:
+            if "colorize-chapter/default" in ls.stdout and "colorize-inbox/default" in ls.stdout:
                 break
             assert server.poll() is None, server.stdout.read().decode()[-3000:]
             assert time.time() < deadline, "deployments never appeared"
             time.sleep(2)
+        # The deployment form documents every parameter (from the flow's docstring).
+        inspect = subprocess.run(PREFECT + ["deployment", "inspect", "colorize-chapter/default"], env=env,
+                                 capture_output=True, text=True)
+        assert "The chapter: a folder of page images" in inspect.stdout and "Config overrides" in inspect.stdout
         run = subprocess.run(PREFECT + ["deployment", "run", "colorize-chapter/default",
                               "--param", f"source={chapter_dir}", "--param", f"refs={refs_dir}",
                               "--param", f"out={out}", "--watch", "--watch-timeout", "240"],
@@ -153,3 +219,28 @@ def test_serve_and_prefect_deployment_run(prefect_harness, tmp_path, chapter_dir
             server.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_prefect_yaml_deploys_with_the_inbox_schedules(prefect_harness, tmp_path):
+    """`prefect deploy --all` accepts prefect.yaml as shipped (a work-pool setup)."""
+    from prefect.client.orchestration import get_client
+
+    env = cli_env(prefect_harness)
+    pool = subprocess.run(PREFECT + ["work-pool", "create", "chromaflow", "--type", "process"], env=env,
+                          capture_output=True, text=True, timeout=180)
+    assert pool.returncode == 0 or "already exists" in pool.stdout, pool.stdout + pool.stderr
+    deploy = subprocess.run(PREFECT + ["--no-prompt", "deploy", "--all", "--prefect-file",
+                                       str(Path(__file__).parents[1] / "prefect.yaml")],
+                            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert deploy.returncode == 0, deploy.stdout[-3000:] + deploy.stderr[-3000:]
+    with get_client(sync_client=True) as client:
+        inbox = client.read_deployment_by_name("colorize-inbox/default")
+        client.delete_deployment(inbox.id)  # its schedule would keep making runs in the session's API
+    assert inbox.parameters == {"inbox": "/data/inbox", "refs": "/data/refs", "out_root": "/data/jobs"}
+    assert inbox.global_concurrency_limit.limit == 1
+    assert inbox.concurrency_options.collision_strategy.value == "CANCEL_NEW"
+    schedules = {s.slug: s for s in inbox.schedules}
+    assert schedules["inbox-every-15-minutes"].schedule.cron == "*/15 * * * *"
+    assert schedules["inbox-every-15-minutes"].active and not schedules["inbox-hourly"].active
+    assert schedules["inbox-hourly"].schedule.interval.total_seconds() == 3600

@@ -82,7 +82,7 @@ def _job_shards(out: Path, key: str) -> dict[str, dict]:
             found["color"] = _decode(sample["png"])
         elif set(meta) == {"kind"}:
             found["lines"] = (_decode(sample["png"], cv2.IMREAD_GRAYSCALE), meta["kind"])
-        elif "png" in sample and "index" in meta:
+        elif "png" in sample and "index" in meta and "backend" not in meta:  # not upscale's
             found["frame"] = _decode(sample["png"])
     assert set(found) == {"frame", "lines", "retrieval", "color"}, sorted(found)
     return found

@@ -24,7 +24,8 @@ from chromaflow.stages.runner import record_failure
 from chromaflow.storage.job import JobDir
 from chromaflow.storage.manifest import incomplete_pairs, read_manifest, write_manifest
 from chromaflow.storage.shards import read_shard, read_stats, write_shard
-from chromaflow.storage.sources import SourceError, iter_video, list_chapter, natural_key, probe_video
+from chromaflow.storage.sources import SourceError, list_chapter, natural_key
+from chromaflow.storage.video import probe_video
 from synthetic import PALETTES, draw_character, make_video
 
 
@@ -95,10 +96,21 @@ def test_huge_image_refused_before_decoding():
         decode_image(_png_header_only(30000, 30000), "huge.png", max_pixels=200_000_000, max_side=20000)
 
 
-def test_over_pillows_own_limit_is_refused_by_pillows_guard():
-    # The job's limit is set above Pillow's hard limit: Pillow's guard still refuses it.
+def test_pillows_guard_stays_unless_the_job_allows_more():
+    big = _png_header_only(14000, 14000)  # 196 Mpx: over Pillow's hard limit (178,956,970)
+    # At Pillow's limit, Pillow's own guard refuses it, from the header.
     with pytest.raises(ImageError, match=r"^big\.png: image is over the limit .*decompression bomb.*refused before"):
-        decode_image(_png_header_only(14000, 14000), "big.png", max_pixels=400_000_000, max_side=20000)
+        decode_image(big, "big.png", max_pixels=178_956_970, max_side=20000)
+    # A job that allows more is checked by its own limits instead, still before decoding:
+    with pytest.raises(ImageError, match=r"^big\.png: image is 14000x14000, over the limit .*max_image_pixels=190000000"):
+        decode_image(big, "big.png", max_pixels=190_000_000, max_side=20000)
+    # 14000*14000*8 B + 256 MiB = 1.8 GiB > a 1 GiB page budget
+    with pytest.raises(ImageError, match=r"^big\.png: a 14000x14000 page needs about 1\.7 GiB .*max_page_memory_mb=1024"):
+        decode_image(big, "big.png", max_pixels=400_000_000, max_side=20000, max_memory=1 << 30)
+    # ... and Pillow's guard is untouched for everything else in the process.
+    assert Image.MAX_IMAGE_PIXELS == 89_478_485
+    with pytest.raises(Image.DecompressionBombError):
+        Image.open(io.BytesIO(big))
 
 
 def test_only_allowlisted_formats_are_decoded():
@@ -143,13 +155,6 @@ def test_broken_video_is_one_line_error(tmp_path):
     bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"garbage" * 100)
     with pytest.raises(SourceError, match=r"broken\.mp4: cannot open video|broken\.mp4: video has no decodable"):
         probe_video(bad)
-
-
-def test_video_scene_cuts_and_stride(tmp_path):
-    video = make_video(tmp_path / "ep.mp4", num_frames=12, cut_at=6)
-    frames = list(iter_video(video, stride=2, scene_cut_threshold=0.3))
-    assert [f.frame_number for f in frames] == [0, 2, 4, 6, 8, 10]
-    assert [f.scene_id for f in frames] == [0, 0, 0, 1, 1, 1]
 
 
 # --- shards, ingest, manifest ------------------------------------------------------------
