@@ -281,7 +281,7 @@ def evaluate(
 ) -> None:
     """Score colorizer backends on a line/color dataset (metrics.json, report.html)."""
     from chromaflow.conf import load_config
-    from chromaflow.flows.evaluate import run_evaluation
+    from chromaflow.tasks.evaluate import run_evaluation
     from chromaflow.models.evaluation import Variants
 
     conditions = ("plain",) + tuple(name for name, on in (("warp", warp), ("framing", framing),

@@ -157,10 +157,10 @@ def case_references(pair: Pair, case: Case, config: Config) -> list[Reference]:
 
 
 def colorize_case(pair: Pair, case: Case, backend: str, config: Config,
-                  palette: np.ndarray | None = None) -> tuple[np.ndarray, float, dict]:
+                  remembered_colors: np.ndarray | None = None) -> tuple[np.ndarray, float, dict]:
     """Run one backend on one case at colorize.work_size, as the pipeline would (with
-    `colorize.palette_memory`, the memory of the pair's reference pool, or `palette` when
-    given: a job-wide memory's colors); the result is scaled back to the ground truth's
+    `colorize.palette_memory`, the memory of the pair's reference pool, or `remembered_colors`
+    when given: a job-wide memory's colors); the result is scaled back to the ground truth's
     size. Returns (RGB output, seconds, the request's diagnostics)."""
     cfg = config.model_copy(deep=True)
     cfg.colorize.backend = backend
@@ -169,14 +169,14 @@ def colorize_case(pair: Pair, case: Case, backend: str, config: Config,
     art = extract_lines(page, cfg.lines)  # the page's line art, as the pipeline would see it
     refs = case_references(pair, case, cfg)
     if not cfg.colorize.palette_memory:
-        palette = None
-    elif palette is None:
+        remembered_colors = None
+    elif remembered_colors is None:
         from chromaflow.models.palette_memory import memory_of_references
 
-        palette = memory_of_references(refs, cfg.colorize.palette_tolerance).colors([pair.identity])
+        remembered_colors = memory_of_references(refs, cfg.colorize.palette_tolerance).colors([pair.identity])
     request = ColorizeRequest(key=f"{pair.identity}/{pair.target.view.name}", page=page, lines=art.lines,
                               kind=art.kind, references=refs, identities=[pair.identity],
-                              palette=palette, palette_tolerance=cfg.colorize.palette_tolerance)
+                              remembered_colors=remembered_colors, palette_tolerance=cfg.colorize.palette_tolerance)
     start = time.perf_counter()
     out = colorizer.colorize(request)
     seconds = time.perf_counter() - start
@@ -189,9 +189,9 @@ def colorize_case(pair: Pair, case: Case, backend: str, config: Config,
 
 
 def colorize_pair(pair: Pair, backend: str, config: Config,
-                  palette: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+                  remembered_colors: np.ndarray | None = None) -> tuple[np.ndarray, float]:
     """The plain line-art case of a pair (what bench/bench_palette_memory.py measures)."""
-    out, seconds, _ = colorize_case(pair, pair_case(pair, "line", "plain"), backend, config, palette)
+    out, seconds, _ = colorize_case(pair, pair_case(pair, "line", "plain"), backend, config, remembered_colors)
     return out, seconds
 
 
@@ -259,7 +259,7 @@ def aggregate_kinds(results: list[PairResult]) -> dict:
 
 def default_backends(config: Config) -> list[str]:
     """The configured backend first, then the baselines it has to beat."""
-    return list(dict.fromkeys([config.colorize.backend, "gray_rank", "welsh"]))
+    return list(dict.fromkeys([config.colorize.backend, "dominant", "gray_rank", "welsh"]))
 
 
 def check_backends(backends: list[str]) -> None:

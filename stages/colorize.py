@@ -181,7 +181,7 @@ def page_requests(key: str, inputs: dict, config: Config, colorizer: Colorizer, 
         work.panels.append((f"panel{i}", box, ColorizeRequest(
             key=key if len(panels) == 1 else f"{key}-panel{i}", page=panel_page, lines=panel_lines,
             kind=kind, references=refs, identities=list(panel.get("identities", [])), scene_id=scene_id,
-            quadrant_patches=patches, palette=memory.colors(named) if memory is not None else None,
+            quadrant_patches=patches, remembered_colors=memory.colors(named) if memory is not None else None,
             palette_tolerance=config.colorize.palette_tolerance)))
     for n, record in enumerate(retrieved.get("instances", []) if per_instance else []):
         if record.get("references"):
@@ -208,7 +208,7 @@ def instance_request(key: str, record: dict, labels: np.ndarray, lines: np.ndarr
         key=key, page=np.where(inside[..., None], crop(page, box), 255).astype(np.uint8),
         lines=np.where(inside, crop(lines, box), 255).astype(np.uint8), kind=kind, references=refs,
         identities=[identity], scene_id=scene_id,
-        palette=memory.colors({identity} if identity != UNKNOWN else {r.identity for r in refs})
+        remembered_colors=memory.colors({identity} if identity != UNKNOWN else {r.identity for r in refs})
         if memory is not None else None,
         palette_tolerance=config.colorize.palette_tolerance)
     return (box, inside, record), request

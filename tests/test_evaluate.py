@@ -115,3 +115,15 @@ def test_unknown_style_is_one_clear_error():
 
     with pytest.raises(ValueError, match="unknown evaluation style.*sepia"):
         Variants(("line", "sepia"))
+
+
+def test_metrics_table_has_one_row_per_backend_and_variant():
+    from chromaflow.tasks.evaluate import metrics_table
+
+    metrics = {"variants": {"region": {"line/plain": {"flat_color_accuracy": 0.91234, "pairs": 3},
+                                       "tone/warp": {"flat_color_accuracy": 0.5, "balloon_paper": None, "pairs": 3}},
+                            "dominant": {"line/plain": {"flat_color_accuracy": 0.25, "pairs": 3}}}}
+    rows = metrics_table(metrics)
+    assert [(r["backend"], r["variant"]) for r in rows] == [("region", "line/plain"), ("region", "tone/warp"),
+                                                            ("dominant", "line/plain")]
+    assert rows[0]["flat_color_accuracy"] == 0.9123 and rows[1]["balloon_paper"] is None and rows[2]["pairs"] == 3

@@ -25,7 +25,7 @@ def request_for(page: np.ndarray, refs: list[Reference]) -> ColorizeRequest:
     return ColorizeRequest("p0", page, art.lines, art.kind, refs, [r.identity for r in refs])
 
 
-@pytest.mark.parametrize("backend", ["region", "gray_rank", "welsh"])
+@pytest.mark.parametrize("backend", ["region", "gray_rank", "welsh", "dominant"])
 @pytest.mark.parametrize("with_refs", [True, False])
 def test_every_backend_returns_rgb_of_the_page_size(backend, with_refs):
     assert backend in BACKENDS
@@ -35,6 +35,23 @@ def test_every_backend_returns_rgb_of_the_page_size(backend, with_refs):
     config.colorize.backend = backend
     out = build_colorizer(config).colorize(request_for(page, refs))
     assert out.shape == page.shape and out.dtype == np.uint8
+
+
+def test_dominant_baseline_paints_every_fill_pixel_the_most_frequent_reference_color():
+    color = np.full((40, 40, 3), 255, np.uint8)
+    color[:, :20] = (200, 30, 30)  # 800 px: the dominant color
+    color[:, 20:35] = (30, 200, 30)  # 600 px
+    color[:, 35:] = (0, 0, 0)  # 200 px of ink, never counted
+    lines = np.full((40, 40), 255, np.uint8)
+    lines[:, 35:] = 0
+    page_lines = np.full((30, 30), 255, np.uint8)
+    page_lines[10, :] = 0
+    page = cv2.cvtColor(page_lines, cv2.COLOR_GRAY2RGB)
+    config = Config()
+    config.colorize.backend = "dominant"
+    out = build_colorizer(config).colorize(ColorizeRequest("p", page, page_lines, "line",
+                                                           [Reference("a", "a.png", color, lines, 1.0)]))
+    assert (out[page_lines == 255] == (200, 30, 30)).all() and (out[10] == 0).all()
 
 
 def test_region_colorizer_fills_from_a_reference_at_another_scale_and_position():
@@ -121,7 +138,7 @@ def test_temporal_colorizer_uses_the_previous_frame_of_the_scene():
     assert tuple(out[int(448 * 0.35) - 20, 168]) == PALETTES["alice"]["head"]
 
 
-@pytest.mark.parametrize("backend", ["region", "gray_rank", "welsh"])
+@pytest.mark.parametrize("backend", ["region", "gray_rank", "welsh", "dominant"])
 def test_backends_survive_degenerate_pages_and_references(backend):
     config = Config()
     config.colorize.backend = backend

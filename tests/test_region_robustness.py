@@ -23,7 +23,7 @@ def reference(color: np.ndarray, name: str = "alice/r.png", score: float = 1.0) 
 
 def colorize(page: np.ndarray, refs: list[Reference], memory=None, key: str = "p0"):
     art = extract_lines(page)
-    request = ColorizeRequest(key, page, art.lines, art.kind, refs, ["alice"], palette=memory)
+    request = ColorizeRequest(key, page, art.lines, art.kind, refs, ["alice"], remembered_colors=memory)
     return RegionColorizer().colorize(request), request
 
 

@@ -22,6 +22,7 @@ BACKENDS: dict[str, str] = {
     "gray_rank": "chromaflow.models.colorizers.gray_rank:GrayRankColorizer",
     "palette": "chromaflow.models.colorizers.gray_rank:GrayRankColorizer",  # the old name of gray_rank
     "welsh": "chromaflow.models.colorizers.welsh:WelshColorizer",
+    "dominant": "chromaflow.models.colorizers.dominant:DominantColorizer",  # issue 9's floor
 }
 
 

@@ -38,7 +38,7 @@ class ColorizeRequest:
     quadrant_patches: list[list[np.ndarray]] | None = None
     # Palette memory (models/palette_memory.py): the remembered colors (uint8 RGB, N x 3) of the
     # identities on this page; backends snap their fills to them. None: no memory.
-    palette: np.ndarray | None = None
+    remembered_colors: np.ndarray | None = None
     palette_tolerance: float = 8.0
     # Filled by the backend with JSON-serialisable facts about this page (the colorize stage
     # copies it into the color shard's JSON and report.html). Keys, all optional:

@@ -12,7 +12,7 @@ and fill each with the color its counterparts wear in ALL retrieved references.
    fit); regions vote by where their pixels land in each reference (inclusion), by a
    one-to-one descriptor match, and on gray/tone pages by gray level. Closed regions take
    the winning color as a whole; unsure ones fall back to the identity's remembered colors
-   (request.palette) and are reported in request.diagnostics["low_confidence"].
+   (request.remembered_colors) and are reported in request.diagnostics["low_confidence"].
 4. **Paper stays paper** (models/open_fills.py): in regions that touch the page border
    (the background and fills leaking through open outlines) a reference color is kept
    only as a fill the page's strokes hold; everything else is paper. No reference pixel
@@ -115,7 +115,8 @@ class RegionColorizer:
         diag["regions"] = int(seg.count - 1)
         refs = [r for r in request.references if r.color.size]
         if refs:
-            table, fill_index, decided = self.fill_regions(seg, refs, request.palette, request.palette_tolerance,
+            table, fill_index, decided = self.fill_regions(seg, refs, request.remembered_colors,
+                                                           request.palette_tolerance,
                                                            shade if style in (GRAY, TONE) else None,
                                                            balloons.regions, diag, request.key)
         else:
