@@ -85,6 +85,16 @@ def test_fill_of_an_open_outline_is_kept_and_ends_with_its_strokes():
     assert scores(out, truth, page)["background_accuracy"] > 0.99
 
 
+def test_paper_inside_a_panel_frame_stays_paper():
+    page = draw_character(PALETTES["alice"], colored=False, dx=5)  # framed panel, unframed reference
+    truth = draw_character(PALETTES["alice"], dx=5)
+    out, request = colorize(page, [reference(draw_character(PALETTES["alice"], frame=False, dx=-10))])
+    assert request.diagnostics["panel_frame"] is True
+    assert out[30, 30].min() >= 250 and out[420, 290].min() >= 250  # inside the frame, away from the character
+    assert np.abs(out[int(448 * 0.35) - 20, 165].astype(int) - PALETTES["alice"]["head"]).max() <= 3
+    assert scores(out, truth, page)["flat_color_accuracy"] > 0.9
+
+
 def test_unsure_regions_take_a_remembered_color_and_are_reported():
     page = draw_character(PALETTES["alice"], colored=False, frame=False)
     refs = []
@@ -128,6 +138,9 @@ def test_bad_pages_and_references_warn_and_complete():
         assert out.shape == page.shape and out.dtype == np.uint8
         warnings = request.diagnostics.get("warnings", [])
         assert any(key in w and expect in w for w in warnings), (key, warnings)
+    for tiny in (np.zeros((1, 1, 3), np.uint8), np.full((3, 5, 3), 90, np.uint8), np.full((2, 300, 3), 255, np.uint8)):
+        out, _ = colorize(tiny, [good], key="tiny")
+        assert out.shape == tiny.shape and out.dtype == np.uint8
     rng = np.random.default_rng(2)
     painting = cv2.GaussianBlur(rng.integers(0, 255, (320, 320, 3)).astype(np.uint8), (0, 0), 6)
     page = draw_character(PALETTES["alice"], colored=False, frame=False)

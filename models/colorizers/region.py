@@ -16,7 +16,9 @@ and fill each with the color its counterparts wear in ALL retrieved references.
 4. **Paper stays paper** (models/open_fills.py): in regions that touch the page border
    (the background and fills leaking through open outlines) a reference color is kept
    only as a fill the page's strokes hold; everything else is paper. No reference pixel
-   crosses a page stroke.
+   crosses a page stroke. The paper inside a panel frame (models/panel_frames.py: a
+   rectangle of ink around the page that the references do not have) counts as
+   border-touching too, and the frame neither registers references nor holds fills.
 5. **Composite**: ink and tiny regions take the nearest decided color; line pages multiply
    the fill by the page's gray (crisp strokes; colored trace lines take their region's
    color); gray and tone pages take chroma from the fill and lightness from the (white-
@@ -38,6 +40,7 @@ from chromaflow.models.descreen import descreen, white_balanced
 from chromaflow.models.lettering import find_balloons
 from chromaflow.models.open_fills import open_fills
 from chromaflow.models.page_styles import COLOR, GRAY, TONE, style_name
+from chromaflow.models.panel_frames import frame_strokes, regions_on_frame
 from chromaflow.models.registration import register
 from chromaflow.models.segmentation import (
     ANALYSIS_SIZE, MIN_BALL_RADIUS, ColorTable, Segmentation, build_color_table, ink_mask, quantize, rgb_to_lab,
@@ -110,6 +113,10 @@ class RegionColorizer:
                 self._warn(diag, f"page {request.key} is almost entirely screentone: colored as one gray area")
         self._check_strokes(lines, request.key, diag)
         seg = self.segment(lines, shade if style in (GRAY, TONE) else None)
+        frame = panel_frame(seg, request.references)
+        if frame.any():  # the paper inside a panel frame is the page's background
+            seg.touches_border = seg.touches_border | regions_on_frame(seg.labels, seg.count, frame)
+            diag["panel_frame"] = True
         balloons = find_balloons(seg, lines, shade)
         diag["balloons"] = balloons.boxes
         diag["regions"] = int(seg.count - 1)
@@ -118,7 +125,7 @@ class RegionColorizer:
             table, fill_index, decided = self.fill_regions(seg, refs, request.remembered_colors,
                                                            request.palette_tolerance,
                                                            shade if style in (GRAY, TONE) else None,
-                                                           balloons.regions, diag, request.key)
+                                                           balloons.regions, diag, request.key, frame)
         else:
             table = ColorTable(lab=rgb_to_lab(self.background[None]), rgb=self.background[None].copy())
             fill_index = np.zeros((h, w), np.int32)
@@ -152,15 +159,17 @@ class RegionColorizer:
 
     # -- voting ---------------------------------------------------------------------------
     def prepare_references(self, refs: list[Reference], labels: np.ndarray, memory: np.ndarray | None,
-                           tolerance: float) -> tuple[ColorTable, list[ReferenceView]]:
+                           tolerance: float, page_ink: np.ndarray | None = None
+                           ) -> tuple[ColorTable, list[ReferenceView]]:
         """The pool's color table and every reference registered onto the page (labels at
-        analysis size), weighted by retrieval score x global stroke fit ** fit_power."""
+        analysis size; `page_ink`: the strokes to register on, default all ink), weighted
+        by retrieval score x global stroke fit ** fit_power."""
         colors = [snap_image(_analysis_size(r.color), memory, tolerance) for r in refs]
         ref_lines = [_analysis_size(r.lines if r.lines.shape == r.color.shape[:2]
                                     else np.full(r.color.shape[:2], 255, np.uint8)) for r in refs]
         papers = [~ink_mask(lines) for lines in ref_lines]
         table = with_paper(build_color_table(colors, papers), self.background)
-        page_ink = labels == 0
+        page_ink = labels == 0 if page_ink is None else page_ink
         views = []
         for ref, color, lines, paper in zip(refs, colors, ref_lines, papers):
             index = quantize(color, table)
@@ -176,17 +185,23 @@ class RegionColorizer:
 
     def fill_regions(self, seg: Segmentation, refs: list[Reference], memory: np.ndarray | None = None,
                      tolerance: float = 0.0, gray: np.ndarray | None = None, forced_paper: np.ndarray | None = None,
-                     diag: dict | None = None, key: str = "") -> tuple[ColorTable, np.ndarray, np.ndarray]:
+                     diag: dict | None = None, key: str = "", frame: np.ndarray | None = None
+                     ) -> tuple[ColorTable, np.ndarray, np.ndarray]:
         """(color table, index per page pixel, mask of pixels decided by votes: ink and
         tiny regions are not, they take the nearest decided color). Voting runs at
         ANALYSIS_SIZE; labels and the result are full resolution. `memory`: the identities'
         remembered colors: reference colors within `tolerance` of one are read as it, and
-        unsure regions choose among them. `gray`: the page's gray (gray/tone pages)."""
+        unsure regions choose among them. `gray`: the page's gray (gray/tone pages). `frame`:
+        the page's panel-frame ink (models/panel_frames.py), which holds no fill and
+        registers nothing."""
         p = self.params
         diag = {} if diag is None else diag
         h, w = seg.labels.shape
         labels = _analysis_size(seg.labels)
-        table, views = self.prepare_references(refs, labels, memory, tolerance)
+        strokes = labels == 0
+        if frame is not None and frame.any():
+            strokes &= ~_analysis_size(frame.astype(np.uint8)).astype(bool)
+        table, views = self.prepare_references(refs, labels, memory, tolerance, strokes)
         for i in table.unflat:
             self._warn(diag, f"page {key}: reference {refs[i].name} has no flat colors (painting-like); "
                              f"its colors were quantized")
@@ -211,7 +226,7 @@ class RegionColorizer:
         decided = (big & (votes.sum(1) > 0))[seg.labels]
         if border:
             region_mask = seg.touches_border[labels]
-            filled = open_fills(region_mask, pixel_votes, paper, labels == 0, p.border_smoothing, p.sliver_width)
+            filled = open_fills(region_mask, pixel_votes, paper, strokes, p.border_smoothing, p.sliver_width)
             if filled.shape != (h, w):
                 filled = cv2.resize(filled, (w, h), interpolation=cv2.INTER_NEAREST)
             on_border = seg.touches_border[seg.labels]
@@ -252,6 +267,15 @@ class RegionColorizer:
             source = balanced if self.params.tone_output == "screen" else cv2.cvtColor(shade, cv2.COLOR_GRAY2RGB)
             return keep_page_luminance(fill, source)
         return multiply_strokes(fill, balanced, seg.labels == 0)
+
+
+def panel_frame(seg: Segmentation, refs: list[Reference]) -> np.ndarray:
+    """The page's panel-frame ink, unless a reference is framed too (then the frame is part
+    of what the references show, e.g. an animation keyframe of the same shot)."""
+    frame = frame_strokes(seg.labels == 0)
+    if frame.any() and any(r.lines.size and frame_strokes(ink_mask(_analysis_size(r.lines))).any() for r in refs):
+        return np.zeros_like(frame)
+    return frame
 
 
 def with_paper(table: ColorTable, paper) -> ColorTable:
