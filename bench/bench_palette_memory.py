@@ -109,7 +109,7 @@ def main() -> None:
             parts: dict[tuple, list[tuple]] = {}
             accuracy = []
             for pair in make_pairs(identity.name, POSE, views):
-                out, _ = colorize_pair(pair, "region", cfg, palette=job_memory)
+                out, _ = colorize_pair(pair, "region", cfg, remembered_colors=job_memory)
                 truth = truths[pair.truth.view.name]
                 lines = cv2.cvtColor(pair.target.line_rgb, cv2.COLOR_RGB2GRAY)
                 accuracy.append(pair_metrics(out, truth, lines)["flat_color_accuracy"])

@@ -4,7 +4,7 @@
     chromaflow rerun OUT_DIR [--wait]
     chromaflow status OUT_DIR
     chromaflow serve [--inbox DIR --refs DIR --out-root DIR (--cron EXPR | --interval SECONDS)]
-    chromaflow evaluate DATASET --out DIR [--backend NAME ...]
+    chromaflow evaluate DATASET --out DIR [--backend NAME ...] [--styles line,gray,tone] [--warp] [--framing] [--balloons]
     chromaflow index REFS --out INDEX_DIR
     chromaflow convert-weights SRC DST
     chromaflow build-training-set SRC --out DATA
@@ -273,25 +273,39 @@ def evaluate(
     config: Optional[Path] = typer.Option(None, "--config"),
     set_: list[str] = typer.Option([], "--set"),
     backend: list[str] = typer.Option([], "--backend", help="Backends to compare (default: default + baselines)."),
+    styles: str = typer.Option("line", "--styles", help="Input styles rendered from the ground truth: "
+                               "line,gray,tone (comma-separated)."),
+    warp: bool = typer.Option(False, "--warp", help="Also evaluate every page warped with its ground truth."),
+    framing: bool = typer.Option(False, "--framing", help="Also evaluate close-up references / close-up pages."),
+    balloons: bool = typer.Option(False, "--balloons", help="Also evaluate pages with a lettered speech balloon."),
 ) -> None:
     """Score colorizer backends on a line/color dataset (metrics.json, report.html)."""
     from chromaflow.conf import load_config
-    from chromaflow.flows.evaluate import run_evaluation
+    from chromaflow.tasks.evaluate import run_evaluation
+    from chromaflow.models.evaluation import Variants
 
+    conditions = ("plain",) + tuple(name for name, on in (("warp", warp), ("framing", framing),
+                                                          ("balloons", balloons)) if on)
+    try:
+        variants = Variants(tuple(s.strip() for s in styles.split(",") if s.strip()), conditions)
+    except ValueError as exc:
+        _fail(str(exc))
     try:
         cfg = load_config(config, set_)
-        metrics = run_evaluation(dataset, out, cfg, backend or None)
+        metrics = run_evaluation(dataset, out, cfg, backend or None, variants)
     except _user_errors() as exc:
         _fail(str(exc))
     table = Table(title=f"evaluation · {dataset}")
-    names = list(metrics["backends"])
-    keys = [k for k in next(iter(metrics["backends"].values())) if k != "identities"]
+    keys = ["flat_color_accuracy", "background_accuracy", "segment_accuracy", "segment_pixel_accuracy",
+            "balloon_paper", "lettering_black", "style_detected", "pairs"]
     table.add_column("backend")
+    table.add_column("variant")
     for key in keys:
         table.add_column(key)
-    for name in names:
-        values = metrics["backends"][name]
-        table.add_row(name, *(f"{values[k]:.3f}" if isinstance(values[k], float) else str(values[k]) for k in keys))
+    for name, per_variant in metrics["variants"].items():
+        for variant, values in per_variant.items():
+            table.add_row(name, variant, *(f"{values[k]:.3f}" if isinstance(values.get(k), float)
+                                           else str(values.get(k, "–")) for k in keys))
     Console().print(table)
     console.print(f"report: {out / 'report.html'}")
 

@@ -56,6 +56,8 @@ class LinesConfig(_Section):
     xdog_epsilon: float = 0.0
     screentone_smoothing: bool = True
     min_component_area: int = Field(6, ge=0)
+    # Page styles (models/page_styles.py) and descreening (models/descreen.py).
+    descreen: bool = True
 
 
 class RetrievalConfig(_Section):
@@ -133,6 +135,10 @@ class ColorizeConfig(_Section):
     region_ball_radius: float = Field(0.003, ge=0, lt=0.1)
     region_leak_radius: float = Field(0.0, ge=0, lt=0.2)
     region_fit_power: float = Field(4.0, ge=0, le=64)
+    # Page styles, correspondence confidence (models/colorizers/region.py, docs/quality.md).
+    region_min_confidence: float = Field(0.5, ge=0, le=1)
+    color_pages: Literal["keep", "recolor"] = "keep"
+    tone_output: Literal["descreened", "screen"] = "descreened"
     palette_memory: bool = True
     palette_tolerance: float = Field(8.0, ge=0, le=100)
     palette_memory_seed: str | None = None

@@ -24,15 +24,16 @@ import numpy as np
 
 from chromaflow.conf import Config
 from chromaflow.models.colorizers import BACKENDS, ColorizeRequest, Reference, build_colorizer
+from chromaflow.models.eval_variants import CONDITIONS, STYLES, Case, make_case
 from chromaflow.models.lines import extract_lines
-from chromaflow.models.metrics import line_scores, pair_metrics
+from chromaflow.models.metrics import ACCURATE_DELTA_E, delta_e, line_scores, pair_metrics
 from chromaflow.storage.eval_dataset import POSE, RECOLOR, EvalDataset, View, load_view
 from chromaflow.storage.images import ImageError, resize_longest
 
 log = logging.getLogger(__name__)
 
 METRIC_KEYS = ("flat_color_accuracy", "background_accuracy", "segment_accuracy", "segment_pixel_accuracy",
-               "psnr", "ssim")
+               "psnr", "ssim", "balloon_paper", "lettering_black", "style_detected")
 THUMB_SIZE = 160  # longest side of the report's thumbnails
 
 
@@ -65,6 +66,13 @@ class PairResult:
     metrics: dict[str, float]
     seconds: float
     output: np.ndarray = field(repr=False)
+    style: str = "line"
+    condition: str = "plain"
+    diagnostics: dict = field(default_factory=dict)
+
+    @property
+    def variant(self) -> str:
+        return f"{self.style}/{self.condition}"
 
 
 def load_identity_views(dataset: EvalDataset, identity_name: str, config: Config,
@@ -106,49 +114,115 @@ def make_pairs(identity: str, kind: str, views: list[LoadedView]) -> list[Pair]:
     return pairs
 
 
-def colorize_pair(pair: Pair, backend: str, config: Config,
-                  palette: np.ndarray | None = None) -> tuple[np.ndarray, float]:
-    """Run one backend on one pair at colorize.work_size, as the pipeline would (with
-    `colorize.palette_memory`, the memory of the pair's reference pool, or `palette` when
-    given: a job-wide memory's colors); the result is scaled back to the ground truth's
-    size. Returns (RGB output, seconds)."""
+@dataclass(frozen=True)
+class Variants:
+    """Which cases every pair is evaluated in: input styles x conditions
+    (models/eval_variants.py). The default is the dataset as it is: line art, plain."""
+
+    styles: tuple[str, ...] = ("line",)
+    conditions: tuple[str, ...] = ("plain",)
+
+    def __post_init__(self):
+        bad = [s for s in self.styles if s not in STYLES] + [c for c in self.conditions if c not in CONDITIONS]
+        if bad or not self.styles or not self.conditions:
+            raise ValueError(f"unknown evaluation style/condition {', '.join(bad) or '(none given)'}; "
+                             f"styles: {', '.join(STYLES)}; conditions: {', '.join(CONDITIONS)}")
+
+    def names(self) -> list[str]:
+        return [f"{style}/{condition}" for style in self.styles for condition in self.conditions]
+
+
+def pair_key(pair: Pair) -> str:
+    return f"{pair.identity}/{pair.target.view.name}/{pair.truth.view.name}"
+
+
+def pair_case(pair: Pair, style: str, condition: str) -> Case:
+    """The pair as a case in `style` under `condition` (the plain line case is the pair as is)."""
+    return make_case(pair_key(pair), style, condition, pair.target.line_rgb, pair.truth.color,
+                     [r.color for r in pair.references])
+
+
+def case_references(pair: Pair, case: Case, config: Config) -> list[Reference]:
+    """References at the colorize work size; their line art as the pipeline extracts it
+    (reused from the loaded views unless the condition re-framed them)."""
+    work = config.colorize.work_size
+    refs = []
+    for view, color in zip(pair.references, case.references):
+        lines = view.ref_lines if color is view.color else extract_lines(color, config.lines).lines
+        refs.append(Reference(identity=pair.identity, name=f"{pair.identity}/{view.view.color_path.name}",
+                              color=resize_longest(color, work),
+                              lines=resize_longest(lines, work) if max(color.shape[:2]) > work else lines,
+                              score=1.0))
+    return refs
+
+
+def colorize_case(pair: Pair, case: Case, backend: str, config: Config,
+                  remembered_colors: np.ndarray | None = None) -> tuple[np.ndarray, float, dict]:
+    """Run one backend on one case at colorize.work_size, as the pipeline would (with
+    `colorize.palette_memory`, the memory of the pair's reference pool, or `remembered_colors`
+    when given: a job-wide memory's colors); the result is scaled back to the ground truth's
+    size. Returns (RGB output, seconds, the request's diagnostics)."""
     cfg = config.model_copy(deep=True)
     cfg.colorize.backend = backend
     colorizer = build_colorizer(cfg)
-    work = cfg.colorize.work_size
-    page = resize_longest(pair.target.line_rgb, work)
+    page = resize_longest(case.page, cfg.colorize.work_size)
     art = extract_lines(page, cfg.lines)  # the page's line art, as the pipeline would see it
-    refs = [Reference(identity=pair.identity, name=f"{pair.identity}/{r.view.color_path.name}",
-                      color=resize_longest(r.color, work),
-                      lines=(resize_longest(r.ref_lines, work) if max(r.color.shape[:2]) > work else r.ref_lines),
-                      score=1.0)
-            for r in pair.references]
+    refs = case_references(pair, case, cfg)
     if not cfg.colorize.palette_memory:
-        palette = None
-    elif palette is None:
+        remembered_colors = None
+    elif remembered_colors is None:
         from chromaflow.models.palette_memory import memory_of_references
 
-        palette = memory_of_references(refs, cfg.colorize.palette_tolerance).colors([pair.identity])
+        remembered_colors = memory_of_references(refs, cfg.colorize.palette_tolerance).colors([pair.identity])
     request = ColorizeRequest(key=f"{pair.identity}/{pair.target.view.name}", page=page, lines=art.lines,
                               kind=art.kind, references=refs, identities=[pair.identity],
-                              palette=palette, palette_tolerance=cfg.colorize.palette_tolerance)
+                              remembered_colors=remembered_colors, palette_tolerance=cfg.colorize.palette_tolerance)
     start = time.perf_counter()
     out = colorizer.colorize(request)
     seconds = time.perf_counter() - start
     if out.shape[:2] != art.lines.shape:
         raise RuntimeError(f"backend {backend!r} returned {out.shape[:2]} for a {art.lines.shape} page")
-    h, w = pair.truth.color.shape[:2]
+    h, w = case.truth.shape[:2]
     if out.shape[:2] != (h, w):
         out = cv2.resize(out, (w, h), interpolation=cv2.INTER_LINEAR)
+    return out, seconds, {"style": art.kind, **request.diagnostics}
+
+
+def colorize_pair(pair: Pair, backend: str, config: Config,
+                  remembered_colors: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """The plain line-art case of a pair (what bench/bench_palette_memory.py measures)."""
+    out, seconds, _ = colorize_case(pair, pair_case(pair, "line", "plain"), backend, config, remembered_colors)
     return out, seconds
 
 
-def evaluate_pair(pair: Pair, backend: str, config: Config) -> PairResult:
-    out, seconds = colorize_pair(pair, backend, config)
-    true_lines = cv2.cvtColor(pair.target.line_rgb, cv2.COLOR_RGB2GRAY)
-    metrics = pair_metrics(out, pair.truth.color, true_lines)
+def balloon_scores(pred: np.ndarray, case: Case) -> dict[str, float]:
+    """Balloon interiors keep the paper (CIEDE2000 to the ground truth's white < 10) and
+    letters stay black (dark: luminance < 128, and neutral: channel spread < 48)."""
+    if case.balloon is None:
+        return {"balloon_paper": float("nan"), "lettering_black": float("nan")}
+    interior, letters = case.balloon.interior, case.balloon.letters
+    de = delta_e(pred[interior], case.truth[interior]) if interior.any() else np.zeros(0)
+    px = pred[letters].astype(np.int64)
+    dark = (px @ np.array([299, 587, 114]) < 128_000) & (px.max(1) - px.min(1) < 48)
+    return {"balloon_paper": float((de < ACCURATE_DELTA_E).mean()) if len(de) else float("nan"),
+            "lettering_black": float(dark.mean()) if len(px) else float("nan")}
+
+
+def evaluate_case(pair: Pair, case: Case, style: str, condition: str, backend: str, config: Config) -> PairResult:
+    out, seconds, diagnostics = colorize_case(pair, case, backend, config)
+    lines = case.true_lines
+    if case.balloon is not None:  # the balloon is scored on its own, not as drawing or paper
+        lines = np.where(case.balloon.area, 0, lines).astype(np.uint8)
+    metrics = pair_metrics(out, case.truth, lines)
+    metrics.update(balloon_scores(out, case))
+    metrics["style_detected"] = float(diagnostics.get("style") == style)
     return PairResult(backend, pair.identity, pair.kind, pair.target.view.name,
-                      [r.view.name for r in pair.references], metrics, seconds, out)
+                      [r.view.name for r in pair.references], metrics, seconds, out, style, condition,
+                      sanitize(diagnostics))
+
+
+def evaluate_pair(pair: Pair, backend: str, config: Config) -> PairResult:
+    return evaluate_case(pair, pair_case(pair, "line", "plain"), "line", "plain", backend, config)
 
 
 def _mean(values: list[float]) -> float:
@@ -185,7 +259,7 @@ def aggregate_kinds(results: list[PairResult]) -> dict:
 
 def default_backends(config: Config) -> list[str]:
     """The configured backend first, then the baselines it has to beat."""
-    return list(dict.fromkeys([config.colorize.backend, "palette", "welsh"]))
+    return list(dict.fromkeys([config.colorize.backend, "dominant", "gray_rank", "welsh"]))
 
 
 def check_backends(backends: list[str]) -> None:

@@ -1,14 +1,16 @@
 """Classical line extraction: what the page's ink looks like, without weights.
 
-Three kinds of input arrive: clean line art (black strokes on white), grayscale manga pages
-(screentones, shading) and colored pages/frames. All three come out as one uint8 image,
-0 = ink and 255 = paper, so retrieval and colorization see the same domain for pages and
-references.
+Four styles of page arrive (models/page_styles.py): clean line art (black strokes on
+white), gray manga pages (shading), screentoned manga pages (halftone screens, descreened
+first so that a screened area is one flat gray, not thousands of dots) and colored
+pages/frames. All come out as one uint8 image, 0 = ink and 255 = paper, so retrieval and
+colorization see the same domain for pages and references. On gray and tone pages XDoG
+also traces sharp steps of the gray level (hair against skin): borders without a stroke.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -16,8 +18,9 @@ import numpy as np
 from chromaflow.conf import LinesConfig
 from chromaflow.storage.images import resize_longest
 
-LINEART, GRAY, COLOR = "lineart", "gray", "color"
-DARK_INK_LEVEL = 40  # gray level below which a pixel of a gray/color page is ink
+from .page_styles import COLOR, GRAY, LINE, TONE, analyse_page, classify_page  # noqa: F401 (re-exported)
+
+DARK_INK_LEVEL = 40  # gray level below which a pixel of a gray/tone/color page is ink
 # A dark area whose half-width exceeds this share of the longest side is a fill, not a stroke.
 SOLID_FILL_HALF_WIDTH = 0.025
 STROKE_HALF_WIDTH = 0.012  # rim kept as outline of such a fill
@@ -26,19 +29,8 @@ STROKE_HALF_WIDTH = 0.012  # rim kept as outline of such a fill
 @dataclass
 class LineArt:
     lines: np.ndarray  # uint8 H x W, 0 = ink, 255 = paper
-    kind: str  # LINEART, GRAY or COLOR: what the source page was
-
-
-def classify_page(rgb: np.ndarray) -> str:
-    """Line art is nearly two-toned (paper and ink); gray pages have no chroma; the rest is color."""
-    small = resize_longest(rgb, 512)
-    hsv = cv2.cvtColor(small, cv2.COLOR_RGB2HSV)
-    colored = (hsv[..., 1] > 40) & (hsv[..., 2] > 40)
-    if colored.mean() > 0.02:
-        return COLOR
-    gray = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
-    two_tone = ((gray > 200) | (gray < 80)).mean()
-    return LINEART if two_tone > 0.93 else GRAY
+    kind: str  # the page style: line, gray, tone or color (models/page_styles.py)
+    screens: list[dict] = field(default_factory=list)  # tone pages: the detected screens
 
 
 def xdog(gray: np.ndarray, cfg: LinesConfig) -> np.ndarray:
@@ -79,17 +71,17 @@ def _strip_solid_fills(dark: np.ndarray, longest_side: int) -> np.ndarray:
 def extract_lines(rgb: np.ndarray, cfg: LinesConfig | None = None) -> LineArt:
     """Ink mask of a page at its own resolution (processing happens at cfg.work_size)."""
     cfg = cfg or LinesConfig()
-    kind = classify_page(rgb)
     h, w = rgb.shape[:2]
     work = resize_longest(rgb, cfg.work_size)
-    gray = cv2.cvtColor(work, cv2.COLOR_RGB2GRAY)
-    if kind == LINEART:
+    page = analyse_page(work, detect_screens=cfg.descreen)
+    kind, gray = page.style, page.gray
+    if kind == LINE:
         # Already ink on paper: keep anti-aliased strokes, just clean the paper.
         ink = gray < 160
     else:
         if kind == GRAY and cfg.screentone_smoothing:
-            # Screentone dots are high-frequency; a bilateral pass flattens them while
-            # keeping the strokes' edges, so XDoG does not trace every dot.
+            # Fine texture the descreener did not take for a screen (light grain, film
+            # noise) is flattened while the strokes' edges stay, so XDoG does not trace it.
             gray = cv2.bilateralFilter(gray, 7, 50, 5)
         soft = xdog(gray, cfg)
         ink = soft < 0.5
@@ -106,4 +98,4 @@ def extract_lines(rgb: np.ndarray, cfg: LinesConfig | None = None) -> LineArt:
     if lines.shape[:2] != (h, w):
         lines = cv2.resize(lines, (w, h), interpolation=cv2.INTER_LINEAR)
         lines = np.where(lines < 128, 0, 255).astype(np.uint8)
-    return LineArt(lines=lines, kind=kind)
+    return LineArt(lines=lines, kind=kind, screens=page.screens)

@@ -14,7 +14,7 @@ needs no line art of its own to be matched region by region.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -23,7 +23,7 @@ INK_THRESHOLD = 128  # lines < this are ink (0 = ink, 255 = paper)
 # Ball radius as a share of the page's longest side (never below MIN_BALL_RADIUS pixels).
 BALL_RADIUS_SHARE = 0.003
 MIN_BALL_RADIUS = 1.5
-# Quantization of reference colors: palette entries cover at least this share of the pixels.
+# Quantization of reference colors: color-table entries cover at least this share of the pixels.
 MIN_PALETTE_SHARE = 0.0015
 MAX_PALETTE = 32
 # Longest side at which references are analysed and the region colorizer counts votes
@@ -103,9 +103,16 @@ def _border_labels(labels: np.ndarray, count: int) -> np.ndarray:
 
 
 @dataclass
-class Palette:
+class ColorTable:
+    """The reference pool's flat colors; fills and reference regions are indices into it."""
+
     lab: np.ndarray  # float32 (P, 3) CIELAB of each entry (OpenCV 8-bit scale)
     rgb: np.ndarray  # uint8 (P, 3)
+    unflat: list[int] = field(default_factory=list)  # references without flat colors (quantized instead)
+
+    def nearest(self, rgb) -> int:
+        """Index of the entry nearest (CIELAB) to one RGB color."""
+        return int(np.argmin(((self.lab - rgb_to_lab(np.array([rgb]))[0]) ** 2).sum(1)))
 
 
 def rgb_keys(px: np.ndarray) -> np.ndarray:
@@ -126,20 +133,42 @@ def flat_colors(color: np.ndarray, mask: np.ndarray) -> dict[tuple[int, int, int
     return {(int(k >> 16), int((k >> 8) & 255), int(k & 255)): float(s) for k, s in zip(uniq[keep], share[keep])}
 
 
-def build_palette(colors: list[np.ndarray], masks: list[np.ndarray]) -> Palette:
+FLAT_SHARE = 0.5  # a reference is flat-colored when its flat colors cover this share of its paper
+UNFLAT_COLORS = 12  # a painting-like reference is quantized to this many colors
+
+
+def painted_colors(color: np.ndarray, mask: np.ndarray) -> dict[tuple[int, int, int], float]:
+    """A reference without flat fills (a painting, a photo): its colors quantized by
+    k-means (deterministic seeding) to UNFLAT_COLORS, with their pixel shares."""
+    px = color[mask] if mask.any() else color.reshape(-1, 3)
+    px = px[:: max(1, len(px) // 20000)].astype(np.float32)
+    k = int(min(UNFLAT_COLORS, len(np.unique(px, axis=0))))
+    if k <= 1:
+        return {tuple(int(v) for v in np.median(px, axis=0)): 1.0}
+    cv2.setRNGSeed(0)
+    _, labels, centers = cv2.kmeans(px, k, None, (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 20, 0.5),
+                                    2, cv2.KMEANS_PP_CENTERS)
+    shares = np.bincount(labels.ravel(), minlength=k) / len(px)
+    return {tuple(int(round(v)) for v in c): float(sh) for c, sh in zip(centers, shares)}
+
+
+def build_color_table(colors: list[np.ndarray], masks: list[np.ndarray]) -> ColorTable:
     """Dominant flat colors of the reference pool: `flat_colors` of every reference's
-    non-ink pixels, summed over the pool."""
+    non-ink pixels, summed over the pool. A reference whose flat colors cover under
+    FLAT_SHARE of its paper is painting-like: its k-means colors stand in (listed in
+    `unflat`, so the caller can warn)."""
     found: dict[tuple[int, int, int], float] = {}
-    for color, mask in zip(colors, masks):
-        for rgb, share in flat_colors(color, mask).items():
+    unflat = []
+    for i, (color, mask) in enumerate(zip(colors, masks)):
+        flat = flat_colors(color, mask)
+        if sum(flat.values()) < FLAT_SHARE:
+            flat = painted_colors(color, mask)
+            unflat.append(i)
+        for rgb, share in flat.items():
             found[rgb] = found.get(rgb, 0.0) + share
-    if not found:
-        for color, mask in zip(colors, masks):
-            px = color[mask] if mask.any() else color.reshape(-1, 3)
-            found[tuple(int(v) for v in np.median(px, axis=0))] = 1.0
     entries = sorted(found, key=lambda k: (-found[k], k))[:MAX_PALETTE]
     rgb = np.array(entries, dtype=np.uint8).reshape(-1, 3)
-    return Palette(lab=rgb_to_lab(rgb), rgb=rgb)
+    return ColorTable(lab=rgb_to_lab(rgb), rgb=rgb, unflat=unflat)
 
 
 def rgb_to_lab(rgb: np.ndarray) -> np.ndarray:
@@ -172,8 +201,8 @@ def snap_image(img: np.ndarray, targets: np.ndarray | None, tolerance: float) ->
     return snap_colors(px[first], targets, tolerance)[inverse.ravel()].reshape(img.shape)
 
 
-def quantize(color: np.ndarray, palette: Palette) -> np.ndarray:
-    """Index of the nearest palette entry (CIELAB distance) for every pixel; int32 H x W."""
+def quantize(color: np.ndarray, palette: ColorTable) -> np.ndarray:
+    """Index of the nearest color-table entry (CIELAB distance) for every pixel; int32 H x W."""
     h, w = color.shape[:2]
     px = color.reshape(-1, 3)
     keys = rgb_keys(px)
@@ -183,24 +212,21 @@ def quantize(color: np.ndarray, palette: Palette) -> np.ndarray:
     return d.argmin(1)[inverse.ravel()].reshape(h, w).astype(np.int32)
 
 
-def segment_reference(color: np.ndarray, lines: np.ndarray, palette: Palette) -> tuple[Segmentation, np.ndarray]:
-    """Regions of a colored reference: 4-connected areas of one palette color, ink excluded.
-    Returns (segmentation, palette index per region)."""
-    index = quantize(color, palette)
+def segment_reference(color: np.ndarray, lines: np.ndarray, palette: ColorTable,
+                      index: np.ndarray | None = None) -> tuple[Segmentation, np.ndarray]:
+    """Regions of a colored reference: 4-connected areas of one color-table entry, ink
+    excluded (`index`: quantize(color, palette) when already known). Returns
+    (segmentation, color-table index per region)."""
+    from skimage.measure import label as label_equal
+
+    index = quantize(color, palette) if index is None else index
     paper = ~ink_mask(lines)
-    labels = np.zeros(index.shape, dtype=np.int32)
-    region_colors = [0]
-    next_label = 1
-    for p in np.unique(index[paper]):
-        mask = (paper & (index == p)).astype(np.uint8)
-        n, comp = cv2.connectedComponents(mask, connectivity=4)
-        if n <= 1:
-            continue
-        labels[comp > 0] = comp[comp > 0] + (next_label - 1)
-        region_colors.extend([int(p)] * (n - 1))
-        next_label += n - 1
-    count = next_label
-    return Segmentation(labels, count, _border_labels(labels, count)), np.array(region_colors, dtype=np.int32)
+    labels = label_equal(np.where(paper, index + 1, 0), connectivity=1, background=0).astype(np.int32)
+    count = int(labels.max()) + 1
+    region_colors = np.zeros(count, np.int32)
+    region_colors[labels.ravel()] = index.ravel()
+    region_colors[0] = 0
+    return Segmentation(labels, count, _border_labels(labels, count)), region_colors
 
 
 def split_leaky_regions(seg: Segmentation, radius: float) -> Segmentation:
@@ -231,4 +257,64 @@ def split_leaky_regions(seg: Segmentation, radius: float) -> Segmentation:
     take = leaky & (remap[grown] > 0)
     labels[take] = remap[grown][take]
     labels, count = _compact(labels.astype(np.int32), seg.count + len(new_ids))
+    return Segmentation(labels, count, _border_labels(labels, count))
+
+
+GRAY_STEP = 24.0  # gray levels: two flat grays this far apart are two parts (hair and skin)
+MIN_PART_SHARE = 0.0015  # a split-off part covers at least this share of the page
+
+
+def gray_levels(gray: np.ndarray, paper: np.ndarray) -> np.ndarray:
+    """The page's flat gray levels: modes of the paper's gray histogram (smoothed, 2-level
+    bins) at least GRAY_STEP apart, strongest first kept."""
+    hist = np.bincount(np.clip(gray[paper], 0, 255).astype(np.int64) // 2, minlength=128).astype(np.float64)
+    hist = np.convolve(hist, np.ones(5) / 5.0, mode="same")
+    peaks = [i for i in range(128) if hist[i] > 0 and hist[i] >= hist[max(0, i - 1)] and hist[i] >= hist[min(127, i + 1)]
+             and hist[i] >= 0.002 * hist.sum()]
+    levels: list[float] = []
+    for i in sorted(peaks, key=lambda i: -hist[i]):
+        level = 2.0 * i + 1.0
+        if all(abs(level - other) >= GRAY_STEP for other in levels):
+            levels.append(level)
+    return np.array(sorted(levels), np.float32)
+
+
+def split_by_gray(seg: Segmentation, gray: np.ndarray) -> Segmentation:
+    """Regions split where the (descreened) gray level jumps without a stroke: every pixel
+    takes the nearest of the page's gray levels, each region's parts of one level become
+    regions; parts smaller than MIN_PART_SHARE of the page (ramps along strokes, noise)
+    go back to the neighbors they touch."""
+    from skimage.measure import label as label_equal
+
+    paper = seg.labels > 0
+    gray = cv2.medianBlur(np.clip(gray, 0, 255).astype(np.uint8), 5)  # descreening residue, grain
+    levels = gray_levels(gray, paper)
+    if len(levels) < 2:
+        return seg
+    level = np.abs(gray[..., None].astype(np.float32) - levels[None, None, :]).argmin(-1)
+    key = np.where(paper, seg.labels.astype(np.int64) * len(levels) + level + 1, 0)
+    parts = label_equal(key, connectivity=1, background=0).astype(np.int32)
+    count = int(parts.max()) + 1
+    areas = np.bincount(parts.ravel(), minlength=count)
+    small = areas < max(8, MIN_PART_SHARE * parts.size)
+    small[0] = False
+    if small[1:].all():
+        return seg
+    parts[small[parts]] = 0
+    # Small parts join the nearest big part of the same region (one distance transform).
+    known = parts > 0
+    _, nearest = cv2.distanceTransformWithLabels((~known).astype(np.uint8), cv2.DIST_L2, 3,
+                                                 labelType=cv2.DIST_LABEL_PIXEL)
+    lut = np.zeros(int(nearest.max()) + 1, np.int32)
+    lut[nearest[known]] = parts[known]
+    grown = np.where(paper, lut[nearest], 0)
+    same_region = np.zeros(count, np.int64)
+    same_region[parts.ravel()] = seg.labels.ravel()
+    lost = paper & (same_region[grown] != seg.labels)
+    grown = np.where(lost, 0, grown)
+    if lost.any():  # parts no big part of their region is nearest to keep their own label
+        n, rest = cv2.connectedComponents(lost.astype(np.uint8), connectivity=4)
+        grown[lost] = rest[lost] + count - 1
+        count += n - 1
+    labels, count = _compact(grown.astype(np.int32), count)
     return Segmentation(labels, count, _border_labels(labels, count))

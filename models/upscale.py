@@ -39,12 +39,15 @@ def guided_filter(guide: np.ndarray, src: np.ndarray, radius: int, eps: float) -
     return box(a, radius) * guide3 + box(b, radius)
 
 
-# Where the output's lightness comes from, by page kind:
-#   gray (manga):  the page itself — its screentones and shading are the artist's;
-#   lineart:       the darker of colorization and page — fills keep their colors while the
+# Where the output's lightness comes from, by page style (models/page_styles.py):
+#   gray (manga):  the page itself — its shading is the artist's;
+#   line:          the darker of colorization and page — fills keep their colors while the
 #                  strokes come from the full-resolution page, crisp;
+#   tone:          the colorization — it holds the descreened lightness (the full-resolution
+#                  page would bring the screen's dots back);
 #   color:         the colorization (guided like the chroma).
-LIGHTNESS_BY_KIND = {"gray": "page", "lineart": "min", "color": "color"}
+# "lineart" is the line style's name in shards written before page styles.
+LIGHTNESS_BY_KIND = {"gray": "page", "line": "min", "lineart": "min", "tone": "color", "color": "color"}
 
 
 TILE_PIXELS = 1 << 21  # ~2.1 Mpx a band: ~180 MB of float work (storage/images.py PAGE_FIXED_BYTES)

@@ -181,7 +181,7 @@ def page_requests(key: str, inputs: dict, config: Config, colorizer: Colorizer, 
         work.panels.append((f"panel{i}", box, ColorizeRequest(
             key=key if len(panels) == 1 else f"{key}-panel{i}", page=panel_page, lines=panel_lines,
             kind=kind, references=refs, identities=list(panel.get("identities", [])), scene_id=scene_id,
-            quadrant_patches=patches, palette=memory.colors(named) if memory is not None else None,
+            quadrant_patches=patches, remembered_colors=memory.colors(named) if memory is not None else None,
             palette_tolerance=config.colorize.palette_tolerance)))
     for n, record in enumerate(retrieved.get("instances", []) if per_instance else []):
         if record.get("references"):
@@ -208,7 +208,7 @@ def instance_request(key: str, record: dict, labels: np.ndarray, lines: np.ndarr
         key=key, page=np.where(inside[..., None], crop(page, box), 255).astype(np.uint8),
         lines=np.where(inside, crop(lines, box), 255).astype(np.uint8), kind=kind, references=refs,
         identities=[identity], scene_id=scene_id,
-        palette=memory.colors({identity} if identity != UNKNOWN else {r.identity for r in refs})
+        remembered_colors=memory.colors({identity} if identity != UNKNOWN else {r.identity for r in refs})
         if memory is not None else None,
         palette_tolerance=config.colorize.palette_tolerance)
     return (box, inside, record), request
@@ -234,6 +234,11 @@ def page_sample(work: PageWork, colors, backend: str) -> dict:
                                  or {i for r in requests for i in r.identities}),
             "references": sorted({ref.name for r in requests for ref in r.references}),
             "panels": work.num_panels, "instances": placed}
+    # Per panel and instance: what the backend reported (style, low-confidence boxes in the
+    # crop's pixels, ...), with the crop's box on the page.
+    meta["diagnostics"] = (
+        [{"panel": list(box), **r.diagnostics} for _, box, r in work.panels if r.diagnostics]
+        + [{"instance": list(where[0]), **r.diagnostics} for _, where, r in work.instances if r.diagnostics])
     return {"png": encode_png(result), "json": json_bytes(meta)}
 
 

@@ -24,10 +24,6 @@ ALLOWED: dict[str, set[str]] = {
     "chromaflow": {"conf", "storage", "models", "retrieval", "stages", "training", "tasks", "flows"},
 }
 MAX_LINES = 450
-# TEMPORARY (lead, issue 10): the two known edges being removed on their branches right now
-# (the evaluation task/flow split).
-# This set must be empty before issue 10 is closed.
-PENDING = {("tasks/evaluate.py", "flows")}
 
 
 def source_files(folder: str) -> list[Path]:
@@ -79,7 +75,7 @@ def test_folders_import_only_the_layers_below():
         mine = folder_of(module)
         for target in imported_modules(path):
             other = folder_of(target)
-            if other != mine and other not in ALLOWED[mine] and (str(path.relative_to(ROOT)), other) not in PENDING:
+            if other != mine and other not in ALLOWED[mine]:
                 wrong.append(f"{path.relative_to(ROOT)} imports {target} ({mine} -> {other})")
     assert not wrong, "\n".join(wrong)
 
@@ -89,7 +85,6 @@ def test_no_import_circles_between_modules():
     graph = {m: {t for t in imported_modules(p) if t in modules and t != m} for m, p in modules.items()}
     # A package's __init__ re-exporting its modules is not a circle with them.
     graph = {m: {t for t in ts if not m.startswith(t + ".")} for m, ts in graph.items()}
-    graph["chromaflow.tasks.evaluate"] -= {t for t in graph["chromaflow.tasks.evaluate"] if ".flows." in t}  # PENDING
     state: dict[str, int] = {}
     stack: list[str] = []
 

@@ -42,7 +42,7 @@ def test_scan_reads_identities_kinds_and_views(mini_dataset):
 
 
 def test_run_evaluation_outputs_and_protocol(mini_dataset, tmp_path):
-    backends = ["region", "palette", "welsh"]
+    backends = ["region", "gray_rank", "welsh"]
     metrics = run_evaluation(mini_dataset, tmp_path / "out", Config(), backends)
     for name in ("metrics.json", "metrics.parquet", "report.html"):
         assert (tmp_path / "out" / name).is_file()
@@ -58,7 +58,7 @@ def test_run_evaluation_outputs_and_protocol(mini_dataset, tmp_path):
         assert entry["pairs"] == 9
         assert entry["identities"]["alice"]["pairs"] == 3 and entry["identities"]["trio"]["pairs"] == 6
     assert metrics["backends"]["region"]["line_f1"] > 0.9
-    region, palette = metrics["backends"]["region"], metrics["backends"]["palette"]
+    region, palette = metrics["backends"]["region"], metrics["backends"]["gray_rank"]
     assert region["flat_color_accuracy"] > 0.9
     assert region["flat_color_accuracy"] > palette["flat_color_accuracy"] + 0.1
     assert metrics["kinds"]["region"]["recolor"]["flat_color_accuracy"] > 0.95
@@ -89,3 +89,42 @@ def test_evaluate_flow_runs_under_prefect(mini_dataset, tmp_path, prefect_harnes
                             overrides=["colorize.work_size=512"])
     assert metrics["backends"]["region"]["pairs"] == 9
     assert (tmp_path / "flow" / "metrics.json").is_file()
+
+
+@pytest.mark.xfail(strict=True, reason="issue 9 open: one of 9 tone pages of the mini set is not detected as tone (docs/quality.md)")
+def test_styles_and_conditions_are_evaluated_separately(mini_dataset, tmp_path):
+    from chromaflow.models.evaluation import Variants
+
+    variants = Variants(("line", "tone"), ("plain", "warp", "balloons"))
+    metrics = run_evaluation(mini_dataset, tmp_path / "v", Config(), ["region"], variants)
+    region = metrics["variants"]["region"]
+    assert set(region) == {"line/plain", "line/warp", "line/balloons", "tone/plain", "tone/warp", "tone/balloons"}
+    assert all(entry["pairs"] == 9 for entry in region.values())
+    assert metrics["backends"]["region"] == {k: v for k, v in region["line/plain"].items() if k != "kinds"}
+    # Every tone page was seen as tone, every line page as line art.
+    assert region["tone/plain"]["style_detected"] == 1.0 and region["line/plain"]["style_detected"] == 1.0
+    # Balloons are scored on their own; without balloons there is nothing to score.
+    assert region["line/balloons"]["balloon_paper"] > 0.99 and region["line/balloons"]["lettering_black"] > 0.9
+    assert region["line/plain"]["balloon_paper"] is None
+    assert region["line/warp"]["flat_color_accuracy"] > 0.8
+    table = pq.read_table(tmp_path / "v" / "metrics.parquet")
+    assert table.num_rows == 54 and set(table.column("condition").to_pylist()) == {"plain", "warp", "balloons"}
+
+
+def test_unknown_style_is_one_clear_error():
+    from chromaflow.models.evaluation import Variants
+
+    with pytest.raises(ValueError, match="unknown evaluation style.*sepia"):
+        Variants(("line", "sepia"))
+
+
+def test_metrics_table_has_one_row_per_backend_and_variant():
+    from chromaflow.tasks.evaluate import metrics_table
+
+    metrics = {"variants": {"region": {"line/plain": {"flat_color_accuracy": 0.91234, "pairs": 3},
+                                       "tone/warp": {"flat_color_accuracy": 0.5, "balloon_paper": None, "pairs": 3}},
+                            "dominant": {"line/plain": {"flat_color_accuracy": 0.25, "pairs": 3}}}}
+    rows = metrics_table(metrics)
+    assert [(r["backend"], r["variant"]) for r in rows] == [("region", "line/plain"), ("region", "tone/warp"),
+                                                            ("dominant", "line/plain")]
+    assert rows[0]["flat_color_accuracy"] == 0.9123 and rows[1]["balloon_paper"] is None and rows[2]["pairs"] == 3

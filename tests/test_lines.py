@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from chromaflow.models.lines import COLOR, GRAY, LINEART, classify_page, extract_lines
+from chromaflow.models.lines import COLOR, GRAY, LINE, classify_page, extract_lines
 from chromaflow.models.metrics import line_scores
 from synthetic import PALETTES, draw_character
 
@@ -14,7 +14,7 @@ def test_classify_page_kinds():
     line = draw_character(PALETTES["alice"], colored=False)
     color = draw_character(PALETTES["alice"], colored=True)
     gray = cv2.cvtColor(cv2.cvtColor(color, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
-    assert classify_page(line) == LINEART
+    assert classify_page(line) == LINE
     assert classify_page(color) == COLOR
     assert classify_page(gray) == GRAY
 
@@ -22,7 +22,7 @@ def test_classify_page_kinds():
 def test_line_art_keeps_its_strokes():
     line = draw_character(PALETTES["alice"], colored=False)
     art = extract_lines(line)
-    assert art.kind == LINEART and art.lines.shape == line.shape[:2]
+    assert art.kind == LINE and art.lines.shape == line.shape[:2]
     truth = cv2.cvtColor(line, cv2.COLOR_RGB2GRAY)
     assert line_scores(art.lines, truth)["f1"] > 0.97
 

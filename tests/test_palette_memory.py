@@ -148,7 +148,7 @@ def test_pages_with_different_references_agree_with_memory(shaded_store):
         for use_memory in (False, True):
             request = ColorizeRequest(key="p", page=page, lines=lines, kind="lineart", references=[ref],
                                       identities=["alice"],
-                                      palette=memory.colors(["alice"]) if use_memory else None, palette_tolerance=TOL)
+                                      remembered_colors=memory.colors(["alice"]) if use_memory else None, palette_tolerance=TOL)
             outputs[use_memory].append(_fill_colors(colorizer.colorize(request), lines))
     assert len({frozenset(c) for c in outputs[False]}) == 3  # three hands, three sets of shades
     assert len({frozenset(c) for c in outputs[True]}) == 1  # one memory, one set of colors

@@ -25,7 +25,7 @@ def request_for(page: np.ndarray, refs: list[Reference]) -> ColorizeRequest:
     return ColorizeRequest("p0", page, art.lines, art.kind, refs, [r.identity for r in refs])
 
 
-@pytest.mark.parametrize("backend", ["region", "palette", "welsh"])
+@pytest.mark.parametrize("backend", ["region", "gray_rank", "welsh", "dominant"])
 @pytest.mark.parametrize("with_refs", [True, False])
 def test_every_backend_returns_rgb_of_the_page_size(backend, with_refs):
     assert backend in BACKENDS
@@ -35,6 +35,23 @@ def test_every_backend_returns_rgb_of_the_page_size(backend, with_refs):
     config.colorize.backend = backend
     out = build_colorizer(config).colorize(request_for(page, refs))
     assert out.shape == page.shape and out.dtype == np.uint8
+
+
+def test_dominant_baseline_paints_every_fill_pixel_the_most_frequent_reference_color():
+    color = np.full((40, 40, 3), 255, np.uint8)
+    color[:, :20] = (200, 30, 30)  # 800 px: the dominant color
+    color[:, 20:35] = (30, 200, 30)  # 600 px
+    color[:, 35:] = (0, 0, 0)  # 200 px of ink, never counted
+    lines = np.full((40, 40), 255, np.uint8)
+    lines[:, 35:] = 0
+    page_lines = np.full((30, 30), 255, np.uint8)
+    page_lines[10, :] = 0
+    page = cv2.cvtColor(page_lines, cv2.COLOR_GRAY2RGB)
+    config = Config()
+    config.colorize.backend = "dominant"
+    out = build_colorizer(config).colorize(ColorizeRequest("p", page, page_lines, "line",
+                                                           [Reference("a", "a.png", color, lines, 1.0)]))
+    assert (out[page_lines == 255] == (200, 30, 30)).all() and (out[10] == 0).all()
 
 
 def test_region_colorizer_fills_from_a_reference_at_another_scale_and_position():
@@ -121,7 +138,7 @@ def test_temporal_colorizer_uses_the_previous_frame_of_the_scene():
     assert tuple(out[int(448 * 0.35) - 20, 168]) == PALETTES["alice"]["head"]
 
 
-@pytest.mark.parametrize("backend", ["region", "palette", "welsh"])
+@pytest.mark.parametrize("backend", ["region", "gray_rank", "welsh", "dominant"])
 def test_backends_survive_degenerate_pages_and_references(backend):
     config = Config()
     config.colorize.backend = backend
@@ -149,8 +166,7 @@ def _shape(kind: str, fill, colored: bool = True) -> np.ndarray:
     return img
 
 
-@pytest.mark.parametrize("fit_power", [0.0, 4.0])
-def test_references_that_fit_the_strokes_lead_over_look_alikes(fit_power):
+def test_references_that_fit_the_strokes_lead_over_look_alikes():
     """An unknown-identity page gets references of several characters: a box scored higher
     by retrieval than the ball the page really shows. Weighted by stroke fit, the ball's
     color wins and the box's fill does not spill into the background."""
@@ -160,14 +176,21 @@ def test_references_that_fit_the_strokes_lead_over_look_alikes(fit_power):
     for kind, fill, score in (("box", (40, 160, 60), 0.9), ("ball", (200, 40, 60), 0.8)):
         color = _shape(kind, fill)
         refs.append(Reference(kind, kind, color, extract_lines(color).lines, score=score))
-    colorizer = RegionColorizer(RegionParams(fit_power=fit_power))
-    out = colorizer.colorize(ColorizeRequest("p", page, lines, "lineart", refs))
+    out = RegionColorizer().colorize(ColorizeRequest("p", page, lines, "line", refs))
     inside = out[140:180, 140:180].reshape(-1, 3)
     red = np.all(np.abs(inside.astype(int) - (200, 40, 60)) <= 2, axis=1).mean()
     # inside the box drawing, outside the ball: background on this page
     corners = np.concatenate([out[72:82, 72:82].reshape(-1, 3), out[238:248, 238:248].reshape(-1, 3)])
     white_corners = np.all(corners >= 250, axis=1).mean()
-    if fit_power:
-        assert red > 0.95 and white_corners > 0.95, (red, white_corners)
-    else:  # score only: the look-alike wins somewhere (why the default weights by fit)
-        assert red < 0.95 or white_corners < 0.95, (red, white_corners)
+    assert red > 0.95 and white_corners > 0.95, (red, white_corners)
+
+
+def test_region_params_come_from_the_config():
+    from chromaflow.conf import ColorizeConfig
+    from chromaflow.models.colorizers.region import RegionParams
+
+    defaults, config = RegionParams(), ColorizeConfig()
+    assert defaults.match_weight == config.region_match_weight and defaults.fit_power == config.region_fit_power
+    assert RegionParams(match_weight=1.0).match_weight == 1.0
+    with pytest.raises(TypeError, match="nope"):
+        RegionParams(nope=1)

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 
 from chromaflow.models.segmentation import (
-    build_palette, quantize, segment_line_art, segment_reference)
+    build_color_table, quantize, segment_line_art, segment_reference, split_by_gray)
 
 
 def test_gap_in_stroke_does_not_merge_regions():
@@ -50,7 +50,7 @@ def test_reference_regions_by_flat_color():
     ref[35:55, 28:31] = (0, 0, 0)
     lines = np.full((60, 60), 255, np.uint8)
     lines[35:55, 28:31] = 0
-    palette = build_palette([ref], [lines > 127])
+    palette = build_color_table([ref], [lines > 127])
     assert {tuple(c) for c in palette.rgb} == {(255, 255, 255), (200, 40, 60), (40, 60, 190)}
     index = quantize(ref, palette)
     assert tuple(palette.rgb[index[20, 20]]) == (200, 40, 60)
@@ -74,3 +74,33 @@ def test_coarse_pass_splits_a_fill_that_leaks_through_a_wide_gap():
     assert inside != split.labels[5, 5] and not split.touches_border[inside]
     assert split.touches_border[split.labels[5, 5]]
     assert split_leaky_regions(seg, radius=0) is seg
+
+
+def test_gray_level_step_without_a_stroke_splits_a_region():
+    """A gray page: one closed region holding two flat grays (hair against skin, no stroke
+    between them) becomes two regions; a smooth ramp-free region stays one."""
+    lines = np.full((200, 200), 255, np.uint8)
+    cv2.rectangle(lines, (20, 20), (180, 180), 0, 3)
+    gray = np.full((200, 200), 255, np.uint8)
+    gray[22:179, 22:100] = 200
+    gray[22:179, 100:179] = 120
+    gray[lines == 0] = 0
+    seg = segment_line_art(lines, radius=1.5)
+    assert seg.labels[100, 60] == seg.labels[100, 140]
+    split = split_by_gray(seg, gray)
+    assert split.labels[100, 60] != split.labels[100, 140]
+    assert split.labels[100, 60] > 0 and split.labels[100, 140] > 0
+    assert split.labels[5, 5] == split.labels[195, 195]  # the paper around stays one region
+    flat = np.where(lines == 0, 0, 200).astype(np.uint8)
+    assert split_by_gray(seg, flat).count == seg.count
+
+
+def test_painting_like_reference_is_quantized():
+    rng = np.random.default_rng(0)
+    painting = cv2.GaussianBlur(rng.integers(0, 255, (120, 120, 3)).astype(np.uint8), (0, 0), 4)
+    flat = np.full((120, 120, 3), 255, np.uint8)
+    flat[30:90, 30:90] = (200, 40, 60)
+    table = build_color_table([flat, painting], [np.ones((120, 120), bool)] * 2)
+    assert table.unflat == [1]
+    assert (200, 40, 60) in {tuple(c) for c in table.rgb}
+    assert 4 <= len(table.rgb) <= 2 + 12

@@ -19,8 +19,10 @@ if TYPE_CHECKING:
 BACKENDS: dict[str, str] = {
     "region": "chromaflow.models.colorizers.region:RegionColorizer",
     "diffusion": "chromaflow.models.colorflow.backend:DiffusionColorizer",
-    "palette": "chromaflow.models.colorizers.palette:PaletteColorizer",
+    "gray_rank": "chromaflow.models.colorizers.gray_rank:GrayRankColorizer",
+    "palette": "chromaflow.models.colorizers.gray_rank:GrayRankColorizer",  # the old name of gray_rank
     "welsh": "chromaflow.models.colorizers.welsh:WelshColorizer",
+    "dominant": "chromaflow.models.colorizers.dominant:DominantColorizer",  # issue 9's floor
 }
 
 

@@ -29,7 +29,7 @@ class ColorizeRequest:
     key: str  # sample key, e.g. "p000012"
     page: np.ndarray  # RGB uint8 original page, scaled to the colorize work size
     lines: np.ndarray  # uint8 H x W line art of the page, 0 = ink, 255 = paper
-    kind: str  # what the source page is: "lineart", "gray" (manga, screentones) or "color"
+    kind: str  # page style (models/page_styles.py): "line", "gray", "tone" or "color" ("lineart" = line)
     references: list[Reference] = field(default_factory=list)
     identities: list[str] = field(default_factory=list)
     scene_id: int = 0  # episodes: frames of one scene share colors
@@ -38,8 +38,20 @@ class ColorizeRequest:
     quadrant_patches: list[list[np.ndarray]] | None = None
     # Palette memory (models/palette_memory.py): the remembered colors (uint8 RGB, N x 3) of the
     # identities on this page; backends snap their fills to them. None: no memory.
-    palette: np.ndarray | None = None
+    remembered_colors: np.ndarray | None = None
     palette_tolerance: float = 8.0
+    # Filled by the backend with JSON-serialisable facts about this page (the colorize stage
+    # copies it into the color shard's JSON and report.html). Keys, all optional:
+    #   "style":           the page style the backend handled: line | gray | tone | color
+    #   "color_page_kept": true when a color page was passed through unchanged
+    #   "screens":         detected halftone screens, [{"period": px, "angle": deg, "strength": x}]
+    #   "regions":         number of page regions colored
+    #   "low_confidence":  regions whose color is a guess, [{"box": [x0, y0, x1, y1],
+    #                      "confidence": 0..1, "color": [r, g, b]}] in request pixels
+    #   "balloons":        speech balloons kept as paper, [[x0, y0, x1, y1], ...]
+    #   "warnings":        one-line messages naming the page (no strokes, all screentone,
+    #                      reference without flat colors, ...)
+    diagnostics: dict = field(default_factory=dict)
 
 
 class Colorizer(Protocol):

@@ -1,8 +1,8 @@
-"""Baseline `palette`: global color transfer by gray-level rank.
+"""Baseline `gray_rank` (formerly `palette`): global color transfer by gray-level rank.
 
 The page's fill is ranked by gray level (line art blurred a little, so pixels near strokes
 are darker than open paper) and every pixel takes the color at the same rank of the
-reference pool's luminance-sorted palette. It knows nothing about regions: it exists to be
+reference pool's luminance-sorted pixels. It knows nothing about regions: it exists to be
 beaten.
 """
 
@@ -15,14 +15,14 @@ from chromaflow.conf import Config
 
 from .base import ColorizeRequest
 
-PALETTE_SAMPLES = 4096  # palette entries kept per reference (luminance quantiles)
+SAMPLES = 4096  # pixels kept per reference (luminance quantiles)
 
 
-class PaletteColorizer:
-    name = "palette"
+class GrayRankColorizer:
+    name = "gray_rank"
 
     @classmethod
-    def from_config(cls, config: Config) -> "PaletteColorizer":
+    def from_config(cls, config: Config) -> "GrayRankColorizer":
         return cls()
 
     def colorize(self, request: ColorizeRequest) -> np.ndarray:
@@ -31,25 +31,25 @@ class PaletteColorizer:
             else request.lines
         if not request.references:
             return np.repeat(page_gray[..., None], 3, axis=2)
-        palette = _palette(request)
+        ranked = _ranked_pixels(request)
         # Rank of every pixel's gray level among the page's pixels, in [0, 1].
         gray = cv2.GaussianBlur(page_gray.astype(np.float32), (0, 0), 2.0).ravel()
         order = np.argsort(gray, kind="stable")
         ranks = np.empty(len(order), dtype=np.float64)
         ranks[order] = np.arange(len(order)) / max(1, len(order) - 1)
-        index = np.minimum((ranks * (len(palette) - 1)).round().astype(np.int64), len(palette) - 1)
-        return palette[index].reshape(h, w, 3)
+        index = np.minimum((ranks * (len(ranked) - 1)).round().astype(np.int64), len(ranked) - 1)
+        return ranked[index].reshape(h, w, 3)
 
 
-def _palette(request: ColorizeRequest) -> np.ndarray:
-    """All references' pixels sorted by luminance, resampled to PALETTE_SAMPLES entries each
+def _ranked_pixels(request: ColorizeRequest) -> np.ndarray:
+    """All references' pixels sorted by luminance, resampled to SAMPLES entries each
     (so every reference weighs the same whatever its size)."""
     entries = []
     for ref in request.references:
         px = ref.color.reshape(-1, 3)
         lum = cv2.cvtColor(ref.color, cv2.COLOR_RGB2GRAY).ravel()
         sorted_px = px[np.argsort(lum, kind="stable")]
-        pick = np.linspace(0, len(sorted_px) - 1, PALETTE_SAMPLES).round().astype(np.int64)
+        pick = np.linspace(0, len(sorted_px) - 1, SAMPLES).round().astype(np.int64)
         entries.append(sorted_px[pick])
     pool = np.concatenate(entries)
     lum = cv2.cvtColor(pool[None], cv2.COLOR_RGB2GRAY)[0]

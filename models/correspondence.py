@@ -1,0 +1,167 @@
+"""Which reference color every page region takes, and how sure that is.
+
+Evidence per (page region, color-table entry), summed over the references, each weighted
+by its retrieval score x global stroke fit ** fit_power:
+
+- **inclusion** (BasicPBC's idea, classical): the reference is registered onto the page
+  (models/registration.py: global alignment + dense flow), and each page pixel looks up the
+  reference color under it, weighted by the local stroke fit there. A region's share of a
+  color is where its pixels land in the reference; a moved arm lands in the reference's
+  arm because the flow followed it, and where no reference fits, nobody votes.
+- **what the region is**: a one-to-one assignment (Hungarian) of closed page regions to
+  reference regions on a descriptor cost (position in the aligned frame, size, extent,
+  fill ratio), so regions the flow lost still find their counterpart;
+- **gray level** (gray and tone pages): a page region's gray predicts its color's
+  lightness. A line gray -> lightness map is fitted on the regions the votes are sure of,
+  and every color's vote is weighted by how well its lightness fits the region's gray.
+
+A region's confidence is its winning color's share of its votes. Unsure regions take the
+best-voted of the identity's remembered colors (palette memory) instead of another
+character's or a stray reference's, and are reported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+from scipy.optimize import linear_sum_assignment
+
+from .registration import Frame, Registration
+from .segmentation import ColorTable, Segmentation
+
+# Relative weights of the descriptor components in the match cost.
+DESCRIPTOR_WEIGHTS = np.array([1.0, 1.0, 1.5, 0.5, 0.5, 0.3])
+FIT_FLOOR = 0.05  # a registered reference keeps this much of a say where its strokes do not fit
+LIGHTNESS_SIGMA = 22.0  # gray levels: spread of a color's lightness around the fitted map
+MIN_LIGHTNESS_FITS = 3  # confident regions needed before the gray -> lightness map is trusted
+
+
+@dataclass
+class ReferenceView:
+    """One reference, prepared for voting at analysis size."""
+
+    index: np.ndarray  # int32 H x W: color-table index of every pixel (-1: ink)
+    regions: Segmentation  # flat-color regions of the reference
+    region_colors: np.ndarray  # int32: color-table index per reference region
+    weight: float  # retrieval score x global fit ** fit_power (normalized over the pool)
+    registration: Registration
+
+
+def region_descriptors(labels: np.ndarray, count: int, frame: Frame) -> np.ndarray:
+    """(count, 6): center x, center y (frame-relative), sqrt(area), bbox width, bbox height
+    (all / frame size) and fill ratio (area / bbox area). Row 0 (ink) is unused."""
+    cx0, cy0, scale = frame[:3]
+    flat = labels.ravel()
+    h, w = labels.shape
+    ys, xs = np.divmod(np.arange(flat.size, dtype=np.int64), w)
+    area = np.bincount(flat, minlength=count).astype(np.float64)
+    safe = np.maximum(area, 1)
+    desc = np.zeros((count, 6), dtype=np.float64)
+    desc[:, 0] = (np.bincount(flat, weights=xs, minlength=count) / safe - cx0) / scale
+    desc[:, 1] = (np.bincount(flat, weights=ys, minlength=count) / safe - cy0) / scale
+    desc[:, 2] = np.sqrt(area) / scale
+    for i, sl in enumerate(ndimage.find_objects(labels, max_label=count - 1), start=1):
+        if sl is None:
+            continue
+        bh, bw = sl[0].stop - sl[0].start, sl[1].stop - sl[1].start
+        desc[i, 3] = bw / scale
+        desc[i, 4] = bh / scale
+        desc[i, 5] = area[i] / max(1, bw * bh)
+    return desc
+
+
+def match_cost(page_desc: np.ndarray, ref_desc: np.ndarray) -> np.ndarray:
+    diff = np.abs(page_desc[:, None, :] - ref_desc[None, :, :]) * DESCRIPTOR_WEIGHTS
+    return diff.sum(-1)
+
+
+def inclusion_votes(labels: np.ndarray, count: int, n_colors: int, refs: list[ReferenceView],
+                    pixel_votes: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """(count x n_colors) share of every region's fit-weighted pixels landing on each
+    reference color, and optionally the same per pixel (n_colors x H x W)."""
+    flat = labels.ravel()
+    votes = np.zeros((count, n_colors), np.float64)
+    per_pixel = np.zeros((n_colors,) + labels.shape, np.float32) if pixel_votes else None
+    for ref in refs:
+        idx = ref.registration.sample(ref.index.astype(np.float32), -1.0).astype(np.int32)
+        weight = ref.weight * np.maximum(ref.registration.fit, FIT_FLOOR)
+        valid = (idx >= 0) & (ref.registration.fit > 0)
+        v = valid.ravel()
+        key = flat[v].astype(np.int64) * n_colors + idx.ravel()[v]
+        votes += np.bincount(key, weights=weight.ravel()[v], minlength=count * n_colors).reshape(count, n_colors)
+        if per_pixel is not None:
+            # Every pixel has one color per reference: one scattered add, no duplicates.
+            ys, xs = np.nonzero(valid)
+            per_pixel[idx[ys, xs], ys, xs] += weight[ys, xs]
+    areas = np.maximum(np.bincount(flat, minlength=count), 1).astype(np.float64)
+    return votes / areas[:, None], per_pixel
+
+
+def descriptor_votes(labels: np.ndarray, count: int, n_colors: int, inner: np.ndarray,
+                     refs: list[ReferenceView], min_area: float, sigma: float) -> np.ndarray:
+    """Hungarian one-to-one match of the closed page regions `inner` to every reference's
+    closed regions; a match votes exp(-cost / sigma) for its reference region's color.
+    Regions left over (more page regions than reference ones) take their cheapest match."""
+    votes = np.zeros((count, n_colors), np.float64)
+    if not len(inner):
+        return votes
+    cache: dict[Frame, np.ndarray] = {}
+    for ref in refs:
+        areas = ref.regions.areas()
+        ref_inner = np.flatnonzero(~ref.regions.touches_border & (areas >= max(4, min_area * ref.index.size)))
+        ref_inner = ref_inner[ref_inner > 0]
+        if not len(ref_inner):
+            continue
+        frame = ref.registration.page_frame
+        if frame not in cache:
+            cache[frame] = region_descriptors(labels, count, frame)
+        ref_desc = region_descriptors(ref.regions.labels, ref.regions.count, ref.registration.ref_frame)
+        cost = match_cost(cache[frame][inner], ref_desc[ref_inner])
+        rows, cols = linear_sum_assignment(cost)
+        chosen = cost.argmin(1)
+        chosen[rows] = cols
+        c = cost[np.arange(len(inner)), chosen]
+        votes[inner, ref.region_colors[ref_inner[chosen]]] += ref.weight * np.exp(-c / sigma)
+    return votes
+
+
+def region_gray(labels: np.ndarray, count: int, gray: np.ndarray) -> np.ndarray:
+    """Median-free mean gray per region (regions are flat after descreening)."""
+    flat = labels.ravel()
+    area = np.maximum(np.bincount(flat, minlength=count), 1)
+    return np.bincount(flat, weights=gray.ravel().astype(np.float64), minlength=count) / area
+
+
+def lightness_prior(votes: np.ndarray, gray: np.ndarray, table: ColorTable, sure: np.ndarray) -> np.ndarray | None:
+    """(count x n_colors) weight of each color for each region's gray, from a line
+    gray -> lightness map fitted on the `sure` regions' winning colors; None when too few
+    regions are sure or the map does not explain them (the page's grays are not its
+    colors' lightness)."""
+    color_gray = table.rgb.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+    best = votes.argmax(1)
+    idx = np.flatnonzero(sure)
+    if len(idx) < MIN_LIGHTNESS_FITS or np.ptp(gray[idx]) < 1.0:
+        return None
+    a, b = np.polyfit(gray[idx], color_gray[best[idx]], 1, w=np.sqrt(votes[idx].max(1) + 1e-9))
+    if a <= 0:
+        return None
+    predicted = a * gray + b
+    if np.median(np.abs(predicted[idx] - color_gray[best[idx]])) > LIGHTNESS_SIGMA:
+        return None
+    return np.exp(-0.5 * ((predicted[:, None] - color_gray[None, :]) / LIGHTNESS_SIGMA) ** 2)
+
+
+def decide(votes: np.ndarray, memory_entries: np.ndarray | None, min_confidence: float
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(color per region, confidence per region, unsure mask). Unsure regions choose among
+    `memory_entries` (color-table indices of remembered colors and paper) when given."""
+    total = votes.sum(1)
+    color = votes.argmax(1).astype(np.int32)
+    confidence = np.where(total > 0, votes.max(1) / np.maximum(total, 1e-12), 0.0)
+    unsure = (confidence < min_confidence) & (total > 0)
+    if memory_entries is not None and len(memory_entries) and unsure.any():
+        restricted = votes[:, memory_entries]
+        color[unsure] = memory_entries[restricted[unsure].argmax(1)]
+    return color, confidence, unsure

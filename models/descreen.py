@@ -1,0 +1,268 @@
+"""Screentone detection and removal (descreening) on gray manga pages, weight-free.
+
+Printed manga renders gray as halftone screens: dots or lines on a lattice (AM screens,
+any angle, periods of ~3-12 px at scan resolution) or random grains (FM / noise screens).
+Segmenting such a page as it is makes every dot a region. Descreening turns every screened
+area into one flat gray while the strokes stay crisp:
+
+1. **Periodic screens** are peaks of the page's power spectrum, averaged over tiles
+   (Welch): a lattice of period p at angle a peaks at frequency 1/p in direction a (dot
+   screens twice, 90 degrees apart), plus harmonics. A peak is a local maximum standing
+   PEAK_RATIO above the spectrum's local median, above the content's low frequencies.
+   Strokes are broadband, so notching the peaks and their harmonics out of the page's
+   spectrum removes the screens and keeps the strokes (Hoffmann, "FFT descreening").
+2. **What is left** (noise screens, which have no peak: dense grains; and the residue of
+   periodic ones, where the notched-out screen had energy) is smoothed by a normalized
+   convolution that ignores the stroke pixels, so tones become flat without strokes
+   bleeding into them.
+
+Both steps see several screens on one page. The page's paper is white-balanced first
+(yellowed paper, scanner casts).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+from scipy import fft, ndimage
+
+TILE = 128  # Welch tile side (frequency resolution 1/128 cycles per pixel)
+MAX_TILES = 48  # tiles averaged at most
+MIN_FREQUENCY = 1.0 / 24  # peaks below this (periods above 24 px) are content, not screens
+MAX_FREQUENCY = 1.0 / 2.5  # finer than 2.5 px a screen is not resolved (and pixel-grid effects peak)
+RING_RADIUS, RING_RATIO = 3, 4.0  # a peak stands RING_RATIO above its ring (see _isolated)
+PEAK_RATIO = 12.0  # a screen peak (or harmonic) stands this far above its spectral neighborhood's median
+SCREEN_RATIO = 30.0  # a page has a periodic screen when some peak stands this far (fundamentals: 40-250)
+PEAK_BACKGROUND = 11  # bins of the median filter estimating that neighborhood
+NOTCH_SIGMA = 1.5 / TILE  # Gaussian notch width (cycles per pixel)
+HARMONICS = 3  # multiples of each peak notched too
+INK_LEVEL = 30  # after notching (1-px blur), darker than this is ink: strokes and solid blacks, never smoothed
+SCREEN_LEVEL = 8.0  # rms (gray levels) of a notched-out screen where it counts as screened paper
+SPECK_AREA = 20  # grains of a noise screen: dark specks or light holes up to this many pixels
+SPECK_DENSITY = 0.08  # noise screen: share of the pixels around that are grains
+TEXTURE_SIGMA = 6.0  # window of those measures (px)
+MIN_SMOOTHING = 2.5  # residue smoothing sigma (px); periodic screens use 0.45 x period if larger
+GRAIN_SMOOTHING = 4.0  # noise-screen smoothing sigma (px)
+GRAIN_ZONE_INK_AREA = 160  # in grain zones, dark clumps smaller than this are grains, not strokes
+PAPER_PERCENTILE = 99.0  # the paper's color is this percentile of each channel
+
+
+@dataclass
+class ScreenPeak:
+    period: float  # pixels
+    angle: float  # degrees, in [-90, 90)
+    strength: float  # peak over neighborhood median (power ratio)
+    fx: float = field(repr=False, default=0.0)  # cycles per pixel
+    fy: float = field(repr=False, default=0.0)
+
+    def describe(self) -> dict:
+        return {"period": round(self.period, 2), "angle": round(self.angle, 1), "strength": round(self.strength, 1)}
+
+
+@dataclass
+class Descreened:
+    gray: np.ndarray  # float32 H x W, 0..255: the page with screens flattened, strokes kept
+    peaks: list[ScreenPeak]  # the periodic screens' spectral peaks (fundamentals and harmonics)
+    texture_share: float  # share of the page that was textured (screened) before
+    ink: np.ndarray  # bool H x W: stroke / solid-black pixels (never smoothed)
+
+
+def white_balanced(rgb: np.ndarray) -> np.ndarray:
+    """The page with its paper made white: every channel divided by its PAPER_PERCENTILE
+    value (yellowed paper, a scanner's cast). uint8 RGB."""
+    img = rgb.astype(np.float32)
+    paper = np.percentile(img.reshape(-1, 3)[:: max(1, img.size // 3 // 200_000)], PAPER_PERCENTILE, axis=0)
+    paper = np.maximum(paper, 32.0)  # an all-dark page keeps its levels
+    return np.clip(img * (255.0 / paper) + 0.5, 0, 255).astype(np.uint8)
+
+
+def welch_spectrum(gray: np.ndarray) -> np.ndarray:
+    """Mean power spectrum of Hann-windowed TILE x TILE tiles (50% overlap); rows are
+    fftshifted (fy from -1/2), columns are rfft (fx from 0). Zero when the page is smaller
+    than a tile."""
+    h, w = gray.shape
+    if h < TILE or w < TILE:
+        return np.zeros((TILE, TILE // 2 + 1))
+    window = np.outer(np.hanning(TILE), np.hanning(TILE)).astype(np.float32)
+    ys = range(0, h - TILE + 1, TILE // 2)
+    xs = range(0, w - TILE + 1, TILE // 2)
+    corners = [(y, x) for y in ys for x in xs]
+    corners = corners[:: max(1, len(corners) // MAX_TILES)]  # evenly spread: enough to see any screen
+    tiles = np.stack([gray[y:y + TILE, x:x + TILE] for y, x in corners]).astype(np.float32)
+    tiles -= tiles.mean(axis=(1, 2), keepdims=True)
+    power = np.abs(fft.rfft2(tiles * window, workers=1)) ** 2
+    return np.fft.fftshift(power.mean(axis=0), axes=0)
+
+
+def detect_screen_peaks(gray: np.ndarray) -> list[ScreenPeak]:
+    """Spectral peaks of periodic screens, strongest first."""
+    power = welch_spectrum(gray)
+    if not power.any():
+        return []
+    log_power = np.log(power + 1e-6)
+    background = ndimage.median_filter(log_power, size=PEAK_BACKGROUND, mode="nearest")
+    fy = (np.arange(TILE) - TILE // 2) / TILE
+    fx = np.arange(TILE // 2 + 1) / TILE
+    fyy, fxx = np.meshgrid(fy, fx, indexing="ij")
+    radius = np.hypot(fxx, fyy)
+    is_max = log_power == ndimage.maximum_filter(log_power, size=5, mode="nearest")
+    excess = log_power - background
+    found = is_max & (excess > np.log(PEAK_RATIO)) & (radius >= MIN_FREQUENCY) & (radius <= MAX_FREQUENCY)
+    found &= _isolated(log_power)
+    # fx == 0 column: keep one of each conjugate pair (fy > 0).
+    found[:, 0] &= fyy[:, 0] > 0
+    peaks = []
+    for y, x in zip(*np.nonzero(found)):
+        f = float(radius[y, x])
+        angle = float(np.degrees(np.arctan2(fyy[y, x], fxx[y, x])))
+        angle = (angle + 90.0) % 180.0 - 90.0
+        peaks.append(ScreenPeak(1.0 / f, angle, float(np.exp(excess[y, x])), float(fxx[y, x]), float(fyy[y, x])))
+    peaks.sort(key=lambda p: -p.strength)
+    # Weak peaks alone are regular content (parallel strokes, hatching); with a screen they
+    # are its harmonics.
+    return peaks if peaks and peaks[0].strength >= SCREEN_RATIO else []
+
+
+def _isolated(log_power: np.ndarray) -> np.ndarray:
+    """Bins standing RING_RATIO above the second-highest of 16 bins RING_RADIUS away: a
+    lattice peak is a point, while a long straight stroke spreads its energy along a ridge
+    (two ring bins on it stay high)."""
+    rows, cols = log_power.shape
+    angles = np.linspace(0, 2 * np.pi, 16, endpoint=False)
+    ring = []
+    for a in angles:
+        dy, dx = int(round(RING_RADIUS * np.sin(a))), int(round(RING_RADIUS * np.cos(a)))
+        shifted = np.roll(log_power, -dy, axis=0)
+        xs = np.clip(np.arange(cols) + dx, 0, cols - 1)
+        ring.append(shifted[:, xs])
+    second = np.sort(np.stack(ring), axis=0)[-2]
+    return log_power - second > np.log(RING_RATIO)
+
+
+def notch(gray: np.ndarray, peaks: list[ScreenPeak]) -> np.ndarray:
+    """The page without the peaks' frequencies (and HARMONICS multiples of them):
+    Gaussian notches in its rfft spectrum, each applied on a small window of bins."""
+    if not peaks:
+        return gray.astype(np.float32)
+    h, w = gray.shape
+    spectrum = fft.rfft2(gray.astype(np.float32), workers=1)
+    keep = np.ones(spectrum.shape, np.float32)
+    reach_y, reach_x = int(np.ceil(4 * NOTCH_SIGMA * h)), int(np.ceil(4 * NOTCH_SIGMA * w))
+    magnitude = np.abs(spectrum)
+    for peak in peaks:
+        for k in range(1, HARMONICS + 1):
+            # Aliased harmonics wrap around: frequencies are taken modulo 1.
+            ux = (k * peak.fx + 0.5) % 1.0 - 0.5
+            uy = (k * peak.fy + 0.5) % 1.0 - 0.5
+            if ux < 0:  # rfft stores fx >= 0: use the conjugate
+                ux, uy = -ux, -uy
+            if np.hypot(ux, uy) < MIN_FREQUENCY:  # aliased next to the page's content: keep it
+                continue
+            bx, by = _refine(magnitude, ux * w, uy * h, 1.0 / TILE * w, 1.0 / TILE * h)
+            _notch_at(keep, bx, by, NOTCH_SIGMA * w, NOTCH_SIGMA * h, reach_x, reach_y)
+    return fft.irfft2(spectrum * keep, s=(h, w), workers=1).astype(np.float32)
+
+
+def _refine(magnitude: np.ndarray, bx: float, by: float, rx: float, ry: float) -> tuple[float, float]:
+    """The strongest bin within (rx, ry) bins of (bx, by): the Welch grid locates a peak to
+    a tile bin only, the page's own spectrum resolves it (a screen's exact period and angle)."""
+    rows, cols = magnitude.shape
+    xs = np.arange(max(0, int(bx - rx)), min(cols, int(bx + rx) + 2))
+    ys = np.arange(int(by - ry), int(by + ry) + 2)
+    if not len(xs):
+        return bx, by
+    window = magnitude[np.ix_(ys % rows, xs)]
+    y, x = np.unravel_index(int(np.argmax(window)), window.shape)
+    return float(xs[x]), float(ys[y])
+
+
+def _notch_at(keep: np.ndarray, bx: float, by: float, sx: float, sy: float, reach_x: int, reach_y: int) -> None:
+    """Multiply `keep` by 1 - Gaussian around bin (bx, by) (by may be negative: rows wrap)."""
+    rows, cols = keep.shape
+    xs = np.arange(max(0, int(bx) - reach_x), min(cols, int(bx) + reach_x + 2))
+    ys = np.arange(int(by) - reach_y, int(by) + reach_y + 2)
+    if not len(xs):
+        return
+    gy = np.exp(-((ys - by) ** 2) / (2 * sy * sy))[:, None]
+    gx = np.exp(-((xs - bx) ** 2) / (2 * sx * sx))[None, :]
+    keep[np.ix_(ys % rows, xs)] *= (1.0 - gy * gx).astype(np.float32)
+
+
+def normalized_blur(img: np.ndarray, weight: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian average of img over the pixels where weight > 0 (normalized convolution)."""
+    num = cv2.GaussianBlur(img * weight, (0, 0), sigma)
+    den = cv2.GaussianBlur(weight, (0, 0), sigma)
+    return num / np.maximum(den, 1e-3)
+
+
+def _small_components(mask: np.ndarray, max_area: int) -> np.ndarray:
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    small = stats[:, cv2.CC_STAT_AREA] <= max_area
+    small[0] = False
+    return small[labels]
+
+
+def screen_residue(gray: np.ndarray, notched: np.ndarray, ink: np.ndarray) -> np.ndarray:
+    """Where the notched-out periodic screens had energy (rms above SCREEN_LEVEL) and more
+    of it than the notched page keeps in its own fine detail: strokes and letters are
+    broadband, the notches take a little of their energy but most of it stays."""
+    removed = gray - notched
+    near_ink = cv2.dilate(ink.astype(np.uint8), np.ones((7, 7), np.uint8)) > 0
+    removed[near_ink] = 0.0
+    energy = cv2.GaussianBlur(removed * removed, (0, 0), TEXTURE_SIGMA)
+    detail = notched - cv2.GaussianBlur(notched, (0, 0), 1.5)
+    kept = cv2.GaussianBlur(detail * detail, (0, 0), TEXTURE_SIGMA)
+    return (energy > SCREEN_LEVEL ** 2) & (energy > kept) & ~ink
+
+
+MIN_INK_AREA = 40  # dark specks smaller than this (px) are grains of a noise screen, not strokes
+
+
+def stroke_mask(notched: np.ndarray, grainy: np.ndarray) -> np.ndarray:
+    """Strokes and solid blacks of a notched page: dark after a 1-px blur, opened by a
+    3x3 cross (grains of a dense noise screen touch each other only thinly), without
+    specks smaller than MIN_INK_AREA; inside `grainy` zones (noise screens), where grains
+    clump, only components of GRAIN_ZONE_INK_AREA or more."""
+    dark = (cv2.GaussianBlur(notched, (0, 0), 1.0) < INK_LEVEL).astype(np.uint8)
+    dark = cv2.morphologyEx(dark, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3)))
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(dark, connectivity=8)
+    area = stats[:, cv2.CC_STAT_AREA]
+    in_grain = np.bincount(labels.ravel(), weights=grainy.ravel().astype(np.float64), minlength=count) > 0.5 * area
+    keep = (area >= MIN_INK_AREA) & (~in_grain | (area >= GRAIN_ZONE_INK_AREA))
+    keep[0] = False
+    return keep[labels]
+
+
+def grain_zone(gray: np.ndarray) -> np.ndarray:
+    """Where grains are dense: dark specks or light holes no bigger than SPECK_AREA on
+    SPECK_DENSITY of the pixels around (a noise screen, which has no spectral peak).
+    Letters and strokes are bigger than grains, so lettering is no grain zone."""
+    dark = gray < 128
+    specks = _small_components(dark, SPECK_AREA) | _small_components(~dark, SPECK_AREA)
+    return cv2.GaussianBlur(specks.astype(np.float32), (0, 0), TEXTURE_SIGMA) > SPECK_DENSITY
+
+
+def descreen(gray: np.ndarray, peaks: list[ScreenPeak] | None = None) -> Descreened:
+    """Flatten the page's screens (see the module docstring). `gray`: uint8 or float, 0..255,
+    white-balanced; `peaks`: from detect_screen_peaks (computed when None)."""
+    gray = gray.astype(np.float32)
+    peaks = detect_screen_peaks(gray) if peaks is None else peaks
+    notched = notch(gray, peaks)
+    grainy = grain_zone(notched)
+    ink = stroke_mask(notched, grainy)
+    out = notched
+    weight = (~ink).astype(np.float32)
+    longest_period = max((p.period for p in peaks), default=0.0)
+    textured = np.zeros(gray.shape, bool)
+    for zone, sigma in ((screen_residue(gray, notched, ink), max(MIN_SMOOTHING, 0.45 * longest_period)),
+                        (grainy & ~ink, GRAIN_SMOOTHING)):
+        if zone.any():
+            smooth = normalized_blur(notched, weight, sigma)
+            # Feathered, so the smoothed tone meets the rest without a seam.
+            blend = cv2.GaussianBlur(zone.astype(np.float32), (0, 0), 1.5)
+            out = out * (1.0 - blend) + smooth * blend
+            textured |= zone
+    out[ink] = notched[ink]
+    return Descreened(np.clip(out, 0, 255), peaks, float(textured.mean()), ink)
