@@ -40,9 +40,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 GROUPS = Path(__file__).with_name("groups.toml")
-# pyproject's package-dir: import name -> folder
-PACKAGE_DIRS = {"chromaflow": "chromaflow", "flows": "flows", "tasks": "tasks", "models": "models",
-                "retrieval": "retrieval", "storage": "storage"}
+# pyproject's package-dir, {"chromaflow.stages": "stages", ...}: every mapped folder gets its
+# link (a folder without one would be imported unmutated from the editable install)
+PACKAGE_DIRS = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
 KEEP_OPERATORS = [
     r"ReplaceBinaryOperator_(Add_Sub|Sub_Add|Mul_Div|Div_Mul|FloorDiv_Div|Mod_FloorDiv|Pow_Mul|"
     r"LShift_RShift|RShift_LShift|BitAnd_BitOr|BitOr_BitAnd|BitXor_BitOr)",
@@ -68,12 +68,15 @@ def prepare(work: Path) -> Path:
     subprocess.run(["tar", "-x", "-C", str(src)], input=archive, check=True)
     for name, folder in PACKAGE_DIRS.items():
         if name != "chromaflow":
-            (src / "chromaflow" / name).symlink_to(src / folder)
-    where = subprocess.run([sys.executable, "-c", "import chromaflow.models.metrics as m; print(m.__file__)"],
+            (src / name.replace(".", "/")).symlink_to(src / folder)
+    modules = [name for name in PACKAGE_DIRS if name != "chromaflow"]
+    where = subprocess.run([sys.executable, "-c", f"import {', '.join(modules)}, sys; "
+                            f"print('\\n'.join(sys.modules[m].__file__ for m in {modules!r}))"],
                            cwd=src, env=dict(os.environ, PYTHONPATH=str(src)), check=True, capture_output=True,
-                           text=True).stdout.strip()
-    if not where.startswith(str(src)):
-        raise SystemExit(f"mutate: chromaflow is imported from {where}, not from the copy in {src}")
+                           text=True).stdout.split()
+    outside = [w for w in where if not w.startswith(str(src))]
+    if outside:
+        raise SystemExit(f"mutate: {', '.join(outside)} imported instead of the copy in {src}")
     return src
 
 
