@@ -160,5 +160,8 @@ def test_cached_stats_report_the_earlier_result(tmp_path):
     finish_shard(job, "lines", 0, samples, failed, keys[0], keys[1], 0.0)
     cached = cached_stats(job, "lines", 0)
     assert (cached.status, cached.count, cached.failed) == ("cached", 3, failed)
+    stats = json.loads(job.stats_path("lines", 0).read_text())
+    job.stats_path("lines", 0).write_text(json.dumps({k: v for k, v in stats.items() if k not in ("count", "failed")}))
+    assert (cached_stats(job, "lines", 0).count, cached_stats(job, "lines", 0).failed) == (0, [])  # fields absent
     with pytest.raises(RuntimeError, match="lines shard 1 has no finished result"):
         cached_stats(job, "lines", 1)
