@@ -51,6 +51,8 @@ def test_samples_round_trip_exactly_from_a_list_or_a_generator(tmp_path):
     assert write_shard(generated, (dict(s) for s in samples)) == 4  # written as they come
     assert read_shard(listed) == samples and list(iter_shard(generated)) == samples
     assert listed.read_bytes() == generated.read_bytes()
+    with tarfile.open(listed) as tar:  # fixed mtime and owner (docs/storage.md): reproducible bytes
+        assert {(m.mtime, m.uname, m.gname) for m in tar.getmembers()} == {(0, "chromaflow", "chromaflow")}
     empty = tmp_path / "empty.tar"
     assert write_shard(empty, []) == 0 and read_shard(empty) == []
     for bad in ("a.b", "a/b"):

@@ -165,6 +165,36 @@ def cosmic_ray_tool(name: str) -> str:
     return str(Path(sys.executable).with_name(name))
 
 
+def annotation_spans(module: Path) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """(start, end) positions of the type annotations of a module: with `from __future__ import
+    annotations` they are strings that never run, so `str | None` -> `str & None` there is an
+    equivalent mutant by construction."""
+    spans = []
+    for node in ast.walk(ast.parse(module.read_text())):
+        notes = []
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            args = node.args
+            notes = [a.annotation for a in (*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg)
+                     if a is not None] + [node.returns]
+        elif isinstance(node, ast.AnnAssign):
+            notes = [node.annotation]
+        spans += [((n.lineno, n.col_offset), (n.end_lineno, n.end_col_offset)) for n in notes if n is not None]
+    return spans
+
+
+def skip_annotation_mutants(session: Path, src: Path, module: str) -> None:
+    from cosmic_ray.work_db import WorkDB, use_db
+    from cosmic_ray.work_item import WorkerOutcome, WorkResult
+
+    if "from __future__ import annotations" not in (src / module).read_text():
+        return
+    spans = annotation_spans(src / module)
+    with use_db(str(session), WorkDB.Mode.open) as db:
+        for item in db.work_items:
+            if all(any(a <= tuple(m.start_pos) and tuple(m.end_pos) <= b for a, b in spans) for m in item.mutations):
+                db.set_result(item.job_id, WorkResult(worker_outcome=WorkerOutcome.SKIPPED))
+
+
 def new_session(work: Path, src: Path, name: str, group: dict, keep: str | None = None) -> tuple[Path, Path]:
     """The group's config and a filtered session database (what has no result yet is run).
 
@@ -188,6 +218,7 @@ def new_session(work: Path, src: Path, name: str, group: dict, keep: str | None 
     if "line-filter" in config.read_text():
         run([cosmic_ray_tool("cr-filter-lines"), "--config", str(config), str(session)], src)
     run([cosmic_ray_tool("cr-filter-pragma"), str(session)], src)
+    skip_annotation_mutants(session, src, group["module"])
     stamp.write_text(digest)
     return config, session
 
