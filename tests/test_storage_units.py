@@ -55,6 +55,10 @@ def test_samples_round_trip_exactly_from_a_list_or_a_generator(tmp_path):
         assert {(m.mtime, m.uname, m.gname) for m in tar.getmembers()} == {(0, "chromaflow", "chromaflow")}
     empty = tmp_path / "empty.tar"
     assert write_shard(empty, []) == 0 and read_shard(empty) == []
+    # values must already be bytes: a stage that forgot to encode fails, nothing picks an encoding for it
+    with pytest.raises(ValueError, match="doesn't map to a bytes"):
+        write_shard(tmp_path / "c.tar", [{"__key__": "p000000", "json": {"i": 0}}])
+    assert not (tmp_path / "c.tar").exists()
     for bad in ("a.b", "a/b"):
         with pytest.raises(ValueError, match="must not contain '.' or '/'"):
             write_shard(tmp_path / "bad.tar", [{"__key__": bad, "png": b""}])

@@ -211,6 +211,7 @@ def new_session(work: Path, src: Path, name: str, group: dict, keep: str | None 
         if keep == "recheck":
             with sqlite3.connect(session) as db:
                 db.execute("DELETE FROM work_results WHERE test_outcome = 'SURVIVED'")
+        skip_annotation_mutants(session, src, group["module"])  # (sessions made before this filter)
         return config, session
     session.unlink(missing_ok=True)
     run([cosmic_ray_tool("cosmic-ray"), "init", str(config), str(session)], src)
