@@ -9,6 +9,7 @@ import errno
 import gc
 import hashlib
 import os
+import pickle
 import stat
 import subprocess
 import tarfile
@@ -99,6 +100,8 @@ def test_disk_full_message_says_what_the_file_needs_and_what_is_free(tmp_path):
     assert str(known).startswith(f"{target}: no space left on device (this file needs 12.0 MB, ")
     assert str(known).endswith(" free there); free some space and run `chromaflow rerun` on the job folder")
     assert known.errno == errno.ENOSPC and known.filename == str(target)
+    again = pickle.loads(pickle.dumps(known))  # it crosses into the flow from Ray actors
+    assert (type(again), str(again), again.filename, again.errno) == (DiskFull, str(known), str(target), errno.ENOSPC)
     assert free.split()[1] in str(known)  # the free space, in the same unit
     # size unknown (0), or no more than what was already written: "more than" what was written
     assert "(this file needs more than 3.0 KB, " in str(disk_full(target, 0, 3_000))
@@ -130,6 +133,9 @@ def test_errors_inside_an_atomic_write(tmp_path):
     with pytest.raises(DiskFull, match=r"f\.tar: no space left on device \(this file needs more than 3\.0 KB, "):
         with atomic_path(target) as tmp:
             tmp.write_bytes(b"x" * 3000)
+            raise OSError(errno.ENOSPC, "No space left on device")
+    with pytest.raises(DiskFull, match=r"this file needs more than 0 B, "):  # size unknown, nothing written yet
+        with atomic_path(target):
             raise OSError(errno.ENOSPC, "No space left on device")
     with pytest.raises(DiskFull, match=r"this file needs 9\.0 KB, "):
         with atomic_path(target, 9000) as tmp:
