@@ -166,6 +166,39 @@ def test_sweep_removes_only_temp_files_at_any_depth(tmp_path):
     assert remove_stale_temp_files(tmp_path) == 0
 
 
+def _mount_tmpfs(mnt, options: str):
+    mnt.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mnt)], capture_output=True,
+                             text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip() or mounted.returncode}")
+    return mnt
+
+
+@pytest.fixture
+def few_inodes(tmp_path):
+    """A tmpfs with room for 8 files (skipped where mounting is not permitted)."""
+    mnt = _mount_tmpfs(tmp_path / "inodes", "size=1m,nr_inodes=8")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_no_file_can_be_created_at_all(few_inodes):
+    made = 0
+    with pytest.raises(OSError) as full:
+        while made < 100:
+            (few_inodes / f"f{made}").write_bytes(b"")
+            made += 1
+    assert full.value.errno == errno.ENOSPC and made < 8
+    target = few_inodes / "report.html"
+    with pytest.raises(DiskFull) as info:  # the temp file itself cannot be made
+        write_bytes(target, b"")
+    assert str(info.value).startswith(f"{target}: no space left on device (this file needs more than 0 B, ")
+    assert not target.exists()
+
+
 @pytest.fixture
 def tiny_tmpfs(tmp_path):
     """A 1 MB tmpfs (skipped where mounting is not permitted)."""
