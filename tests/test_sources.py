@@ -155,13 +155,16 @@ def test_archive_links_resolve_through_dot_segments_only_inside(tmp_path):
             info = zipfile.ZipInfo(name)
             info.external_attr = 0o120777 << 16
             zf.writestr(info, target)
-        long_link = zipfile.ZipInfo("a/p8.png")
-        long_link.external_attr = 0o120777 << 16
-        zf.writestr(long_link, "x/" * 2049)
+        for name, target in (("a/p8.png", "x" * 4097), ("a/p9.png", "./" * 2044 + "b/p1.png"),  # 4097, 4096 bytes
+                             ("a/p10.png", "b/missing.png")):
+            info = zipfile.ZipInfo(name)
+            info.external_attr = 0o120777 << 16
+            zf.writestr(info, target)
     pages = {p.name: p for p in list_chapter(cbz, ReadLimits(follow_symlinks=True)).pages}
-    for name in ("a/b/p2.png", "a/c/p3.png", "a/p7.png"):
+    for name in ("a/b/p2.png", "a/c/p3.png", "a/p7.png", "a/p9.png"):
         assert pages[name].problem is None and pages[name].read() == PNG, name
-    for name, target in (("a/p4.png", "/a/b/p1.png"), ("a/p5.png", "../../p1.png"), ("a/p6.png", "b/p2.png")):
+    for name, target in (("a/p4.png", "/a/b/p1.png"), ("a/p5.png", "../../p1.png"), ("a/p6.png", "b/p2.png"),
+                         ("a/p10.png", "b/missing.png")):
         assert pages[name].problem == f"{cbz}!{name}: symlink to {target}, outside the archive or not a page; refused"
     assert pages["a/p8.png"].problem == f"{cbz}!a/p8.png: symlink entry too long; refused"
 
@@ -174,3 +177,25 @@ def test_file_fingerprint_hashes_pages_and_stamps_videos(tmp_path):
     video.write_bytes(b"frames")
     os.utime(video, ns=(1, 1_000_000_007))
     assert file_fingerprint(video) == hashlib.sha256(b"ep.MKV:6:1000000007").hexdigest()
+
+
+def test_folder_links_out_of_the_chapter_are_refused_unless_followed(tmp_path):
+    folder = tmp_path / "ch"
+    folder.mkdir()
+    (folder / "p1.png").write_bytes(PNG)
+    (tmp_path / "secret.png").write_bytes(PNG + b"secret")
+    (folder / "p2.png").symlink_to(tmp_path / "secret.png")
+    (folder / "p3.png").symlink_to("p1.png")  # inside: read
+    pages = list_chapter(folder).pages  # the default limits: a default job's (links not followed)
+    assert [p.problem for p in pages] == [None, f"{folder / 'p2.png'}: symlink to {tmp_path / 'secret.png'}, outside "
+                                          f"the chapter folder; refused (job.follow_symlinks is off)", None]
+    assert pages[2].read() == PNG
+    followed = list_chapter(folder, ReadLimits(follow_symlinks=True)).pages
+    assert [p.problem for p in followed] == [None, None, None] and followed[1].read() == PNG + b"secret"
+
+
+def test_default_read_limits_are_the_default_jobs():
+    from chromaflow.conf import load_config
+
+    job = load_config().job
+    assert ReadLimits() == ReadLimits(max_bytes=job.max_file_mb << 20, follow_symlinks=job.follow_symlinks)
