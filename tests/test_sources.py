@@ -199,3 +199,7 @@ def test_default_read_limits_are_the_default_jobs():
 
     job = load_config().job
     assert ReadLimits() == ReadLimits(max_bytes=job.max_file_mb << 20, follow_symlinks=job.follow_symlinks)
+    import dataclasses
+
+    with pytest.raises(dataclasses.FrozenInstanceError):  # one instance is every caller's default argument
+        ReadLimits().follow_symlinks = True
