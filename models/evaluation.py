@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from chromaflow.conf import Config
+from chromaflow.conf import Config, ConfigError
 from chromaflow.models.colorizers import BACKENDS, ColorizeRequest, Reference, build_colorizer
 from chromaflow.models.eval_variants import CONDITIONS, STYLES, Case, make_case
 from chromaflow.models.lines import extract_lines
@@ -265,7 +265,8 @@ def default_backends(config: Config) -> list[str]:
 def check_backends(backends: list[str]) -> None:
     unknown = [b for b in backends if b not in BACKENDS and ":" not in b]
     if unknown:
-        raise ValueError(f"unknown colorize backend(s) {', '.join(unknown)}; available: {', '.join(sorted(BACKENDS))} "
+        # ConfigError: `chromaflow evaluate --backend nope` is a one-line exit 2, not a traceback
+        raise ConfigError(f"unknown colorize backend(s) {', '.join(unknown)}; available: {', '.join(sorted(BACKENDS))} "
                          f"(or a plugin as module:Class)")
 
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -213,12 +214,73 @@ def test_serve_and_prefect_deployment_run(prefect_harness, tmp_path, chapter_dir
         bogus = subprocess.run(PREFECT + ["deployment", "run", "colorize-chapter/default", "--param", "bogus=1"],
                                env=env, capture_output=True, text=True, timeout=120)
         assert bogus.returncode == 1
+        _every_other_deployment_runs_through_serve(tmp_path, chapter_dir, refs_dir, out, server)
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         try:
             server.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
+
+
+def _every_other_deployment_runs_through_serve(tmp_path, chapter_dir, refs_dir, job, server) -> None:
+    """Each deployment of flows/deployments.py started once by the serving process: the cheap
+    ones to a real result, the costly ones (training, which needs a built set) on inputs they
+    refuse with their own one-line message, which proves serve ran the flow's code."""
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+
+    from chromaflow.flows.deployments import FLOWS
+    from synthetic import PALETTES, draw_character, write_png
+
+    evalset = tmp_path / "evalset"
+    for i, dx in enumerate((0, 12)):
+        write_png(evalset / "alice" / f"v{i}_line.png", draw_character(PALETTES["alice"], size=(128, 160), dx=dx,
+                                                                      colored=False, frame=False))
+        write_png(evalset / "alice" / f"v{i}_color.png", draw_character(PALETTES["alice"], size=(128, 160), dx=dx,
+                                                                       frame=False))
+    (tmp_path / "inbox").mkdir()
+    eval_out = tmp_path / "eval"
+    runs = {  # deployment: (parameters, final state, then: what it wrote, or the words of its message)
+        # (an episode end to end: tests/test_pipeline.py; here the deployment is the episode flow)
+        "colorize-episode": ({"source": str(chapter_dir), "refs": str(refs_dir), "out": str(tmp_path / "ep")},
+                             "FAILED", f"{chapter_dir}: is an chapter source; use the colorize-chapter flow"),
+        "rerun-failed-shards": ({"out": str(job)}, "COMPLETED", lambda: reruns_nothing(job)),
+        "colorize-inbox": ({"inbox": str(tmp_path / "inbox"), "refs": str(refs_dir),
+                            "out_root": str(tmp_path / "jobs")}, "COMPLETED", lambda: True),
+        "build-reference-index": ({"refs": str(refs_dir), "out": str(tmp_path / "index")}, "COMPLETED",
+                                  lambda: (tmp_path / "index" / "store.json").is_file()),
+        "evaluate": ({"dataset": str(evalset), "out": str(eval_out), "backends": ["region"]}, "COMPLETED",
+                     lambda: json.loads((eval_out / "metrics.json").read_text())["backends"]["region"]["pairs"] == 2),
+        "build-training-set": ({"source": str(tmp_path / "no-archive"), "out": str(tmp_path / "set")}, "FAILED",
+                               str(tmp_path / "no-archive")),
+        "train-colorizer": ({"data": str(tmp_path / "no-set"), "out": str(tmp_path / "run1")}, "FAILED",
+                            str(tmp_path / "no-set")),
+        "train-guided-sr": ({"data": str(tmp_path / "no-set"), "out": str(tmp_path / "run2")}, "FAILED",
+                            str(tmp_path / "no-set")),
+    }
+    before = _files(JobDir.open(job))
+
+    def reruns_nothing(root):
+        return _files(JobDir.open(root)) == before
+
+    assert set(runs) | {"colorize-chapter"} == {f.name for f in FLOWS}  # every deployment, once
+    started = {name: run_deployment(f"{name}/default", parameters=params, timeout=0).id
+               for name, (params, _, _) in runs.items()}
+    deadline = time.time() + 600
+    with get_client(sync_client=True) as client:
+        while True:
+            states = {name: client.read_flow_run(run_id).state for name, run_id in started.items()}
+            if all(state.is_final() for state in states.values()):
+                break
+            assert server.poll() is None, server.stdout.read().decode()[-3000:]
+            assert time.time() < deadline, {n: s.type.value for n, s in states.items()}
+            time.sleep(2)
+    for name, (_, expected, then) in runs.items():
+        state = states[name]
+        assert state.type.value == expected, (name, state.type.value, state.message)
+        assert then() if callable(then) else then in state.message, (name, state.message)
+        assert "Traceback" not in (state.message or ""), (name, state.message)
 
 
 @pytest.mark.slow

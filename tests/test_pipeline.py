@@ -3,6 +3,7 @@ WebDataset shards and parquet manifests."""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import zipfile
@@ -21,7 +22,7 @@ from chromaflow.stages.registry import SHARD_SETS as STAGES
 from chromaflow.stages.registry import SHARD_STAGES
 from chromaflow.storage.job import JobDir
 from chromaflow.storage.manifest import read_manifest
-from chromaflow.storage.shards import read_failure, read_stats
+from chromaflow.storage.shards import read_failure, read_shard, read_stats
 from chromaflow.models.palette_memory import PaletteMemory
 from synthetic import PALETTES, make_video
 
@@ -113,7 +114,21 @@ def test_chapter_end_to_end_then_cached_rerun(prefect_harness, ray_cluster, tmp_
     assert Artifact.get(f"{key}-before-after").data.count("data:image/jpeg;base64,") == 5  # every page
     assert '"problem": "none"' in Artifact.get(f"{key}-problems").data
     assert str(out / "report.html") in Artifact.get(f"{key}-report").data
-    assert Artifact.get(f"{key}-identities") is not None
+    # the identities table: a row per page, what its colorize sample recorded, and each page colored
+    # from the pool of the identity it names (alice and bob differ only in color: their line art
+    # is the same drawing, so which of them a page is taken for is not checked here)
+    identities = json.loads(Artifact.get(f"{key}-identities").data)
+    recorded = {}
+    for shard in range(3):
+        for sample in read_shard(job.shard_path("colorize", shard)):
+            meta = json.loads(sample["json"])
+            recorded[int(sample["__key__"][1:]) + 1] = (", ".join(meta["identities"]), ", ".join(meta["references"]))
+    assert [(r["page"], r["source"]) for r in identities] == [(i, f"page{i}.png") for i in range(1, 6)]
+    for row in identities:
+        assert (row["identities"], row["references"]) == recorded[row["page"]], row
+        assert row["identities"] in ("alice", "bob"), row
+        refs = row["references"].split(", ")
+        assert refs and all(ref.startswith(f"{row['identities']}/") for ref in refs), row
 
     # The first re-run of the finished job does no work, rewrites nothing, and Prefect shows
     # every shard stage as Cached; its log says what it redoes: nothing.
@@ -218,6 +233,19 @@ def test_episode_to_video(prefect_harness, ray_cluster, tmp_path, refs_dir):
     assert (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))) == (160, 224)
     assert abs(cap.get(cv2.CAP_PROP_FPS) - 12.0) < 0.01
     cap.release()
+    # every frame came out colored (the source is black line art: no chroma at all)
+    for source, colored in zip(_frames(video), _frames(out / "episode.mp4")):
+        assert colored_share(colored, source) > 0.1 and colored_share(source, source) < 0.01
+
+
+def _frames(path) -> list[np.ndarray]:
+    cap, frames = cv2.VideoCapture(str(path)), []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            cap.release()
+            return frames
+        frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
 
 
 def test_shard_that_keeps_crashing_is_marked_failed_and_others_finish(prefect_harness, ray_cluster, tmp_path,

@@ -40,9 +40,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 GROUPS = Path(__file__).with_name("groups.toml")
-# pyproject's package-dir: import name -> folder
-PACKAGE_DIRS = {"chromaflow": "chromaflow", "flows": "flows", "tasks": "tasks", "models": "models",
-                "retrieval": "retrieval", "storage": "storage"}
+# pyproject's package-dir, {"chromaflow.stages": "stages", ...}: every mapped folder gets its
+# link (a folder without one would be imported unmutated from the editable install)
+PACKAGE_DIRS = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
 KEEP_OPERATORS = [
     r"ReplaceBinaryOperator_(Add_Sub|Sub_Add|Mul_Div|Div_Mul|FloorDiv_Div|Mod_FloorDiv|Pow_Mul|"
     r"LShift_RShift|RShift_LShift|BitAnd_BitOr|BitOr_BitAnd|BitXor_BitOr)",
@@ -68,12 +68,15 @@ def prepare(work: Path) -> Path:
     subprocess.run(["tar", "-x", "-C", str(src)], input=archive, check=True)
     for name, folder in PACKAGE_DIRS.items():
         if name != "chromaflow":
-            (src / "chromaflow" / name).symlink_to(src / folder)
-    where = subprocess.run([sys.executable, "-c", "import chromaflow.models.metrics as m; print(m.__file__)"],
+            (src / name.replace(".", "/")).symlink_to(src / folder)
+    modules = [name for name in PACKAGE_DIRS if name != "chromaflow"]
+    where = subprocess.run([sys.executable, "-c", f"import {', '.join(modules)}, sys; "
+                            f"print('\\n'.join(sys.modules[m].__file__ for m in {modules!r}))"],
                            cwd=src, env=dict(os.environ, PYTHONPATH=str(src)), check=True, capture_output=True,
-                           text=True).stdout.strip()
-    if not where.startswith(str(src)):
-        raise SystemExit(f"mutate: chromaflow is imported from {where}, not from the copy in {src}")
+                           text=True).stdout.split()
+    outside = [w for w in where if not w.startswith(str(src))]
+    if outside:
+        raise SystemExit(f"mutate: {', '.join(outside)} imported instead of the copy in {src}")
     return src
 
 
@@ -162,6 +165,36 @@ def cosmic_ray_tool(name: str) -> str:
     return str(Path(sys.executable).with_name(name))
 
 
+def annotation_spans(module: Path) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """(start, end) positions of the type annotations of a module: with `from __future__ import
+    annotations` they are strings that never run, so `str | None` -> `str & None` there is an
+    equivalent mutant by construction."""
+    spans = []
+    for node in ast.walk(ast.parse(module.read_text())):
+        notes = []
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            args = node.args
+            notes = [a.annotation for a in (*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg)
+                     if a is not None] + [node.returns]
+        elif isinstance(node, ast.AnnAssign):
+            notes = [node.annotation]
+        spans += [((n.lineno, n.col_offset), (n.end_lineno, n.end_col_offset)) for n in notes if n is not None]
+    return spans
+
+
+def skip_annotation_mutants(session: Path, src: Path, module: str) -> None:
+    from cosmic_ray.work_db import WorkDB, use_db
+    from cosmic_ray.work_item import WorkerOutcome, WorkResult
+
+    if "from __future__ import annotations" not in (src / module).read_text():
+        return
+    spans = annotation_spans(src / module)
+    with use_db(str(session), WorkDB.Mode.open) as db:
+        for item in db.work_items:
+            if all(any(a <= tuple(m.start_pos) and tuple(m.end_pos) <= b for a, b in spans) for m in item.mutations):
+                db.set_result(item.job_id, WorkResult(worker_outcome=WorkerOutcome.SKIPPED))
+
+
 def new_session(work: Path, src: Path, name: str, group: dict, keep: str | None = None) -> tuple[Path, Path]:
     """The group's config and a filtered session database (what has no result yet is run).
 
@@ -178,6 +211,7 @@ def new_session(work: Path, src: Path, name: str, group: dict, keep: str | None 
         if keep == "recheck":
             with sqlite3.connect(session) as db:
                 db.execute("DELETE FROM work_results WHERE test_outcome = 'SURVIVED'")
+        skip_annotation_mutants(session, src, group["module"])  # (sessions made before this filter)
         return config, session
     session.unlink(missing_ok=True)
     run([cosmic_ray_tool("cosmic-ray"), "init", str(config), str(session)], src)
@@ -185,6 +219,7 @@ def new_session(work: Path, src: Path, name: str, group: dict, keep: str | None 
     if "line-filter" in config.read_text():
         run([cosmic_ray_tool("cr-filter-lines"), "--config", str(config), str(session)], src)
     run([cosmic_ray_tool("cr-filter-pragma"), str(session)], src)
+    skip_annotation_mutants(session, src, group["module"])
     stamp.write_text(digest)
     return config, session
 
