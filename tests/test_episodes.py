@@ -22,7 +22,7 @@ from chromaflow.models.colorizers import build_colorizer
 from chromaflow.models.flicker import clip_flicker
 from chromaflow.models.holds import HoldDetector, reuse_color
 from chromaflow.models.scenes import make_detector, scene_ids
-from chromaflow.stages import colorize, export, ingest, lines, palette_memory, references, retrieve, upscale
+from chromaflow.stages import colorize, export, ingest, instances, lines, palette_memory, references, retrieve, upscale
 from chromaflow.storage.shards import read_shard
 from chromaflow.storage.video import VideoReader
 from synthetic import PALETTES, draw_character
@@ -87,6 +87,7 @@ def run_job(tmp_path: Path, video: Path, refs: Path, overrides: list[str]) -> tu
     colorizer = CountingColorizer(build_colorizer(config))
     for shard in range(job.num_shards()):
         lines.run(job, shard, config)
+        instances.run(job, shard, config)
         retrieve.run(job, shard, config)
         colorize.run(job, shard, config, colorizer)
         upscale.run(job, shard, config)
