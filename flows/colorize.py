@@ -1,8 +1,8 @@
 """The colorize DAG as Prefect flows (stages/registry.py is the stage table).
 
-    ingest ─▶ lines ─▶ retrieve ─▶ colorize ─▶ upscale ─▶ export
+    ingest ─▶ lines ─▶ instances ─▶ retrieve ─▶ colorize ─▶ upscale ─▶ export
               (chained per shard: flows/shard_stages.py; colorize/upscale on the Ray actor pool)
-    references ─▶ palette_memory ──────▲
+    references ─▶ palette_memory ──────────────────▲
                   (each identity's colors, once per job)
 
 `colorize-chapter` and `colorize-episode` run the same DAG on different sources;
