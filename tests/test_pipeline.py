@@ -246,7 +246,7 @@ def test_shard_that_keeps_crashing_is_marked_failed_and_others_finish(prefect_ha
     assert done["computed"] == 2 + 2 * 2  # color+final of shard 1, plus color+final of 0 and 2 (backend changed)
     # its log counted exactly that beforehand
     assert any("redoing up to 6 (shard, stage) pairs (1 failed, 1 missing, 2 stale for the current inputs or config"
-               ", 2 after those), reusing 9" in log.message for log in run_logs(rerun))
+               ", 2 after those), reusing 12" in log.message for log in run_logs(rerun))
     assert len(list((out / "pages").glob("*.png"))) == 5
 
 
