@@ -272,7 +272,7 @@ def plain_run(video: Path, refs: Path, out: Path, overrides: list[str]) -> dict:
     from chromaflow.conf import load_config
     from chromaflow.flows.colorize import prepare_job
     from chromaflow.models.colorizers import build_colorizer
-    from chromaflow.stages import colorize, export, ingest, lines, palette_memory, references, retrieve, upscale
+    from chromaflow.stages import colorize, export, ingest, instances, lines, palette_memory, references, retrieve, upscale
 
     config = load_config(None, overrides)
     job = prepare_job(str(video), str(refs), str(out), config, "episode")
@@ -289,6 +289,7 @@ def plain_run(video: Path, refs: Path, out: Path, overrides: list[str]) -> dict:
     colorizer = build_colorizer(config)
     for shard in range(job.num_shards()):
         timed("lines", lambda: lines.run(job, shard, config))
+        timed("instances", lambda: instances.run(job, shard, config))
         timed("retrieve", lambda: retrieve.run(job, shard, config))
         timed("colorize", lambda: colorize.run(job, shard, config, colorizer))
         timed("upscale", lambda: upscale.run(job, shard, config))

@@ -1,8 +1,8 @@
 """The colorize DAG as Prefect flows (stages/registry.py is the stage table).
 
-    ingest ─▶ lines ─▶ retrieve ─▶ colorize ─▶ upscale ─▶ export
+    ingest ─▶ lines ─▶ instances ─▶ retrieve ─▶ colorize ─▶ upscale ─▶ export
               (chained per shard: flows/shard_stages.py; colorize/upscale on the Ray actor pool)
-    references ─▶ palette_memory ──────▲
+    references ─▶ palette_memory ──────────────────▲
                   (each identity's colors, once per job)
 
 `colorize-chapter` and `colorize-episode` run the same DAG on different sources;
@@ -179,6 +179,12 @@ def plan_rerun(job: JobDir, config: Config) -> dict[str, list[str]]:
     return plan
 
 
+def with_weights(overrides: list[str] | None, weights: str | None) -> list[str]:
+    """The run's overrides plus the deployment's `weights` parameter (a trained checkpoint
+    folder, RUN_DIR/checkpoints/step-XXXXXX) as `colorize.weights`, which wins."""
+    return [*(overrides or []), *([f"colorize.weights={weights}"] if weights else [])]
+
+
 def _colorize(source: str, refs: str, out: str | None, config_path: str | None, overrides: list[str] | None,
               kind: str) -> State:
     forward_chromaflow_logs()
@@ -217,7 +223,7 @@ def rerun_run_name() -> str:
 # The docstrings are the deployment form's help: description and one line per parameter.
 @flow(name="colorize-chapter", flow_run_name=job_run_name, log_prints=True)
 def colorize_chapter(source: str, refs: str, out: str | None = None, config_path: str | None = None,
-                     overrides: list[str] | None = None) -> dict:
+                     overrides: list[str] | None = None, weights: str | None = None) -> dict:
     """Colorize a manga chapter: a folder of pages, a .cbz/.zip or one image.
 
     Args:
@@ -228,13 +234,15 @@ def colorize_chapter(source: str, refs: str, out: str | None = None, config_path
         out: Job folder (created; an earlier run's folder is resumed). Default: ./chromaflow-out/<name>.
         config_path: YAML config merged over conf/default.yaml.
         overrides: Config overrides, e.g. ["job.shard_size=8", "ray.num_actors=4"].
+        weights: A trained ColorFlow checkpoint folder (RUN_DIR/checkpoints/step-XXXXXX from
+            train-colorizer) for the diffusion backend: sets colorize.weights.
     """
-    return _colorize(source, refs, out, config_path, overrides, CHAPTER)
+    return _colorize(source, refs, out, config_path, with_weights(overrides, weights), CHAPTER)
 
 
 @flow(name="colorize-episode", flow_run_name=job_run_name, log_prints=True)
 def colorize_episode(source: str, refs: str, out: str | None = None, config_path: str | None = None,
-                     overrides: list[str] | None = None) -> dict:
+                     overrides: list[str] | None = None, weights: str | None = None) -> dict:
     """Colorize an anime episode (a video file), frame by frame with scene ids.
 
     Args:
@@ -244,8 +252,10 @@ def colorize_episode(source: str, refs: str, out: str | None = None, config_path
         out: Job folder (created; an earlier run's folder is resumed). Default: ./chromaflow-out/<name>.
         config_path: YAML config merged over conf/default.yaml.
         overrides: Config overrides, e.g. ["job.shard_size=8", "ingest.video_stride=2"].
+        weights: A trained ColorFlow checkpoint folder (RUN_DIR/checkpoints/step-XXXXXX from
+            train-colorizer) for the diffusion backend: sets colorize.weights.
     """
-    return _colorize(source, refs, out, config_path, overrides, EPISODE)
+    return _colorize(source, refs, out, config_path, with_weights(overrides, weights), EPISODE)
 
 
 @flow(name="rerun-failed-shards", flow_run_name=rerun_run_name, log_prints=True)
@@ -277,11 +287,11 @@ def rerun_failed_shards(out: str) -> dict:
 
 
 def colorize(source: str, refs: str, out: str | None = None, config_path: str | None = None,
-             overrides: list[str] | None = None) -> dict:
+             overrides: list[str] | None = None, weights: str | None = None) -> dict:
     """Pick the chapter or episode flow from the source type."""
     kind = source_kind(source)
     flow_fn = colorize_episode if kind == EPISODE else colorize_chapter
-    return flow_fn(source=source, refs=refs, out=out, config_path=config_path, overrides=overrides)
+    return flow_fn(source=source, refs=refs, out=out, config_path=config_path, overrides=overrides, weights=weights)
 
 
 __all__ = ["colorize", "colorize_chapter", "colorize_episode", "rerun_failed_shards", "run_pipeline",

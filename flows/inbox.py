@@ -17,7 +17,9 @@ still its own run in the UI (linked to this one), with its own logs, state and a
 deployment's concurrency limit of 1 (flows/deployments.py, prefect.yaml) cancels a tick that
 comes while the previous one is still working through the inbox.
 
-The run ends Completed ("2 colorized, 3 finished earlier"), or Failed naming the chapters
+A chapter whose job folder another run is writing (a CLI `colorize`/`rerun` holding its lock)
+is left for the next pass, not failed. The run ends Completed ("2 colorized, 3 finished
+earlier"), or Failed naming the chapters
 that finished with problems ("2 colorized (1 with problems: ch013), 3 finished earlier";
 their own runs say which pages and why).
 """
@@ -34,13 +36,13 @@ from prefect.runtime import flow_run
 from prefect.states import Completed, Failed, State
 
 from chromaflow.conf import Config, load_config
-from chromaflow.flows.colorize import colorize_chapter, colorize_episode
+from chromaflow.flows.colorize import colorize_chapter, colorize_episode, with_weights
 from chromaflow.flows.job_state import FINISHED, job_state
 from chromaflow.flows.run_log import forward_chromaflow_logs
 from chromaflow.flows.summary import INPUT_ERRORS, JobIncomplete, OutFolderError, input_error_state
 from chromaflow.retrieval.references import scan_reference_folder
 from chromaflow.stages.pool import ensure_ray
-from chromaflow.storage.job import safe_job_name
+from chromaflow.storage.job import running_holder, safe_job_name
 from chromaflow.storage.sources import ARCHIVE_SUFFIXES, CHAPTER, EPISODE, VIDEO_SUFFIXES, natural_key
 
 
@@ -49,6 +51,9 @@ class InboxEntry:
     name: str  # job name: OUT_ROOT/<name>/
     path: Path
     kind: str  # chapter | episode
+
+
+BUSY = "busy"  # an entry whose job folder another run holds (its lock): left for the next pass
 
 
 def scan_inbox(inbox: Path) -> tuple[list[InboxEntry], list[str]]:
@@ -84,7 +89,7 @@ def inbox_run_name() -> str:
 
 @flow(name="colorize-inbox", flow_run_name=inbox_run_name, log_prints=True)
 def colorize_inbox(inbox: str, refs: str, out_root: str, config_path: str | None = None,
-                   overrides: list[str] | None = None) -> dict:
+                   overrides: list[str] | None = None, weights: str | None = None) -> dict:
     """Colorize every chapter or episode in an inbox folder that has no finished job yet.
 
     Args:
@@ -93,8 +98,11 @@ def colorize_inbox(inbox: str, refs: str, out_root: str, config_path: str | None
         out_root: Where the jobs go: OUT_ROOT/<chapter name>/ (a finished one is skipped next time).
         config_path: YAML config merged over conf/default.yaml, for every chapter.
         overrides: Config overrides for every chapter, e.g. ["job.shard_size=8"].
+        weights: A trained ColorFlow checkpoint folder (RUN_DIR/checkpoints/step-XXXXXX) for the
+            diffusion backend, for every chapter: sets colorize.weights.
     """
     forward_chromaflow_logs()
+    overrides = with_weights(overrides, weights)
     logger = get_run_logger()
     try:
         config = load_config(config_path, overrides)
@@ -127,12 +135,19 @@ def colorize_inbox(inbox: str, refs: str, out_root: str, config_path: str | None
 def _run_chapters(todo: list[InboxEntry], refs: str, out_path: Path, config: Config, config_path: str | None,
                   overrides: list[str] | None) -> dict[str, tuple[str, str]]:
     """Each chapter as a subflow, one after the other: {name: (state name, message)}."""
-    results = {}
+    results, runnable = {}, []
+    for entry in todo:
+        holder = running_holder(out_path / entry.name)
+        if holder:  # a CLI run or another inbox run is writing it: not a failure, the next pass sees it
+            results[entry.name] = (BUSY, f"another run holds its job folder ({holder})")
+            get_run_logger().info("%s: %s; left for the next pass", entry.name, results[entry.name][1])
+        else:
+            runnable.append(entry)
     # One Ray start for every chapter of this run (each chapter's pool finds it running); from
     # this thread, where the subflows run (see run_pipeline on why the thread matters).
-    started_ray = ensure_ray(config) if todo else False
+    started_ray = ensure_ray(config) if runnable else False
     try:
-        for entry in todo:
+        for entry in runnable:
             flow_fn = colorize_episode if entry.kind == EPISODE else colorize_chapter
             state = flow_fn(source=str(entry.path), refs=refs, out=str(out_path / entry.name), config_path=config_path,
                             overrides=chapter_overrides(overrides, entry), return_state=True)
@@ -144,10 +159,14 @@ def _run_chapters(todo: list[InboxEntry], refs: str, out_path: Path, config: Con
 
 
 def _inbox_state(entries: list[InboxEntry], results: dict[str, tuple[str, str]]) -> State:
-    failed = [name for name, (state, _) in results.items() if state != "completed"]
+    busy = [name for name, (state, _) in results.items() if state == BUSY]
+    colorized = [name for name in results if name not in busy]
+    failed = [name for name in colorized if results[name][0] != "completed"]
     problems = f" ({len(failed)} with problems: {', '.join(failed)})" if failed else ""
-    line = f"{len(results)} colorized{problems}, {len(entries) - len(results)} finished earlier"
-    data = {"chapters": len(entries), "colorized": list(results), "failed": failed}
+    line = f"{len(colorized)} colorized{problems}, {len(entries) - len(results)} finished earlier"
+    if busy:
+        line += f", {len(busy)} busy in another run ({', '.join(busy)})"
+    data = {"chapters": len(entries), "colorized": colorized, "failed": failed, "busy": busy}
     if failed:
         return Failed(message=line, data=JobIncomplete(line, data))
     return Completed(message=line, data=data)

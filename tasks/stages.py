@@ -101,8 +101,8 @@ def lines_task(job_root: str, shard: int, config_json: dict) -> dict | State:
 
 
 @_shard_task("instances")
-def instances_task(job_root: str, shard: int, config_json: dict) -> dict:
-    return instances.run(JobDir.open(job_root), shard, Config.model_validate(config_json)).to_dict()
+def instances_task(job_root: str, shard: int, config_json: dict) -> dict | State:
+    return _shard_result(instances.run(JobDir.open(job_root), shard, Config.model_validate(config_json)).to_dict())
 
 
 @_shard_task("retrieve")

@@ -18,9 +18,9 @@ import numpy as np
 
 from chromaflow.conf import Config
 from chromaflow.storage.images import ImageError, decode_image, resize_longest
-from chromaflow.storage.sources import (ARCHIVE_SUFFIXES, CHAPTER, EPISODE, IMAGE_SUFFIXES, VIDEO_SUFFIXES,
-                                        SourceError, list_chapter, natural_key)
-from chromaflow.storage.video import iter_video
+from chromaflow.storage.sources import (
+    ARCHIVE_SUFFIXES, CHAPTER, EPISODE, IMAGE_SUFFIXES, VIDEO_SUFFIXES, SourceError, list_chapter, natural_key)
+from chromaflow.storage.video import VideoReader
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +71,15 @@ def iter_pages(chapter: Chapter, config: Config, skipped: list[str]) -> Iterator
     if chapter.kind == EPISODE:
         ingest = config.ingest
         try:
-            for frame in iter_video(chapter.source, ingest.video_stride, ingest.max_frames):
+            reader = VideoReader(chapter.source, ingest.video_stride, ingest.max_frames)  # probes: may refuse
+            for frame in reader:
                 yield frame.index, f"{chapter.source}#frame{frame.frame_number}", resize_longest(frame.image, limit)
         except SourceError as exc:
             skipped.append(skip_warning(f"{exc}; episode skipped"))
+            return
+        # unreadable stretches (bad packets, a cut-off tail): one line each, the rest is used
+        skipped += [skip_warning(stretch.message(chapter.source).split("; ")[0] + "; frames skipped")
+                    for stretch in reader.skipped]
         return
     try:
         listing = list_chapter(chapter.source)

@@ -37,6 +37,7 @@ from chromaflow.storage.sources import EPISODE
 
 from .archive import iter_pages, list_chapters, skip_warning
 from .augment import patch_shuffle
+from .instance_crops import instance_crops
 from .dataset import DATASET_FORMAT, DATASET_JSON, SPLITS, TrainPage, encode_page, shard_name
 from .screentone import render_screentone, screenstyle_variant
 
@@ -45,6 +46,7 @@ PATCHES_PER_REFERENCE = 5  # a stored page has 5 patches (full + 4 quadrants)
 BUILD_KEYS = ("train.seed", "train.page_max_side", "train.shard_size", "train.validation_chapters",
               "train.refs_per_quadrant", "train.exclude_neighbors", "train.screen_weight", "train.screen_period",
               "train.shuffled_references", "train.shuffle_grids", "lines", "retrieval", "colorize.work_size")
+INSTANCE_CROP_KEYS = ("train.instance_crops", "instances")  # count only when instance crops are on
 
 
 class PageSkipped(ValueError):
@@ -52,7 +54,7 @@ class PageSkipped(ValueError):
 
 
 def build_config_hash(config: Config) -> str:
-    return config.section_hash(*BUILD_KEYS)
+    return config.section_hash(*BUILD_KEYS, *(INSTANCE_CROP_KEYS if config.train.instance_crops else ()))
 
 
 def page_rng(seed: int, key: str, purpose: str) -> np.random.Generator:
@@ -69,8 +71,6 @@ def choose_splits(num_chapters: int, config: Config) -> list[str]:
 
 def plan_training_set(src: str | Path, out: str | Path, config: Config) -> dict:
     """Steps 1: chapters, split, staged pages, shard plan (DATA/plan.json)."""
-    if config.train.instance_crops:
-        raise ValueError("train.instance_crops: the instances stage does not exist yet (see training/build_set.py)")
     out = Path(out)
     (out / DATASET_JSON).unlink(missing_ok=True)  # the set is incomplete until step 4 rewrites it
     chapters = list_chapters(src)
@@ -167,16 +167,11 @@ def make_sample(plan: dict, page: dict, color: np.ndarray, store, config: Config
         shuffled = [[patch_shuffle(p, g, shuffle_rng) for p, g in zip(quadrant, gq)]
                     for quadrant, gq in zip(patches, grids)]
     meta = {"chapter": page["chapter"], "source": page["source"], "index": page["index"], "split": page["split"],
-            "screen_weight": weight, "screen_period": period, "references": references, "shuffle_grids": grids,
-            **instance_crop_meta(page)}
-    return TrainPage(key, color, gray, lines, screen, patches, meta, shuffled)
-
-
-def instance_crop_meta(page: dict) -> dict:
-    """Hook for Follow-Your-Color instance crops: when the instances stage exists, crop its
-    instances here (members `inst00.png`..., boxes in the meta). Refused up front until then
-    (train.instance_crops)."""
-    return {}
+            "screen_weight": weight, "screen_period": period, "references": references, "shuffle_grids": grids}
+    crops = []
+    if cfg.instance_crops:
+        crops, meta["instances"] = instance_crops(color, lines, config)
+    return TrainPage(key, color, gray, lines, screen, patches, meta, shuffled, crops)
 
 
 def shard_paths(out: Path, split: str, shard: int) -> tuple[Path, Path]:

@@ -99,10 +99,7 @@ def _module(kind: str, sd15: Path, init: Path | None, config: Config):
         attach_lora(base.unet, init, train.lora_rank)
         if train.gradient_checkpointing:
             base.unet.enable_gradient_checkpointing()
-            # ColorGuider (models/colorflow) does not declare the flag; its blocks are stock
-            # diffusers blocks, which checkpoint like the UNet's
-            guider._supports_gradient_checkpointing = True
-            guider.enable_gradient_checkpointing()
+            guider.enable_gradient_checkpointing()  # ColorGuider declares the flag (stock diffusers blocks)
         return ColorizerModule(base, guider, prompt_embedding(base, config.colorize.diffusion.prompt),
                                train.timestep_shift)
     multires = load_multires(init, base.vae).requires_grad_(True)

@@ -14,8 +14,11 @@ Sample members (`__key__` = c<chapter>p<page>, e.g. c0002p00017):
     lines.png   line art (models/lines)  screen.png  screenstyle variant (gray/screentone mix)
     ref00.png … reference patches, quadrant-major (TL top-1..K, TR …, BL …, BR …)
     shuf00.png … (optional) the same patches patch-shuffled, MangaNinja style
-    json        key, chapter, source name, page index, screen weight/period, and per
-                reference its provenance (page, box, score) so training can re-sample them
+    inst00.png … (optional, train.instance_crops) each character instance of the colored page,
+                white outside its mask, Follow-Your-Color style (training/instance_crops.py)
+    json        key, chapter, source name, page index, screen weight/period, per reference
+                its provenance (page, box, score) so training can re-sample them, and with
+                instance crops "instances": [{box, score, group, area}, ...]
 
 The trainers read samples by index (`ShardReader`): each tar is indexed once (member
 offsets), so a worker can jump to any sample, which makes resuming at step N exact.
@@ -53,6 +56,7 @@ class TrainPage:
     patches: list[list[np.ndarray]]  # 4 quadrants x K reference patches (RGB), best first
     meta: dict[str, Any] = field(default_factory=dict)
     shuffled: list[list[np.ndarray]] | None = None  # same layout, patch-shuffled
+    instance_crops: list[np.ndarray] = field(default_factory=list)  # meta["instances"][i]'s crop (RGB)
 
 
 def shard_name(index: int) -> str:
@@ -74,6 +78,8 @@ def encode_page(page: TrainPage) -> dict[str, bytes]:
         for q, patches in enumerate(page.shuffled):
             for r, patch in enumerate(patches):
                 sample[f"shuf{q * per_quadrant + r:02d}.png"] = encode_png(patch)
+    for i, crop in enumerate(page.instance_crops):
+        sample[f"inst{i:02d}.png"] = encode_png(crop)
     meta = dict(page.meta, key=page.key, refs_per_quadrant=per_quadrant)
     sample["json"] = json.dumps(meta, sort_keys=True).encode()
     return sample
@@ -91,7 +97,8 @@ def decode_page(sample: dict[str, bytes]) -> TrainPage:
     return TrainPage(key=meta["key"], color=decode_png(sample["color.png"]),
                      gray=decode_png(sample["gray.png"], gray=True), lines=decode_png(sample["lines.png"], gray=True),
                      screen=decode_png(sample["screen.png"], gray=True), patches=grid("ref") or [[]] * QUADRANTS,
-                     meta=meta, shuffled=grid("shuf"))
+                     meta=meta, shuffled=grid("shuf"),
+                     instance_crops=[decode_png(sample[f"inst{i:02d}.png"]) for i in range(len(meta.get("instances", [])))])
 
 
 # -- reading a built set -------------------------------------------------------------------

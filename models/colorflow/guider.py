@@ -47,6 +47,9 @@ class ColorGuider(ModelMixin, ConfigMixin):
     """Auxiliary branch; `forward` returns (down_adds[12], mid_add, up_adds[15]) for SD topology."""
 
     config_name = "config.json"
+    # Its blocks are stock diffusers blocks, which checkpoint like the UNet's (training:
+    # train.gradient_checkpointing; same gradients as without, tests/test_training_units.py).
+    _supports_gradient_checkpointing = True
 
     @register_to_config
     def __init__(
