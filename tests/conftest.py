@@ -56,3 +56,4 @@ def refs_dir(tmp_path) -> Path:
 @pytest.fixture
 def chapter_dir(tmp_path) -> Path:
     return make_chapter(tmp_path / "chapter", num_pages=5)
+

@@ -21,6 +21,7 @@ from chromaflow.stages.registry import SHARD_SETS
 from chromaflow.storage.job import JobDir
 from chromaflow.storage.shards import read_shard, read_stats
 from synthetic import PALETTES, draw_character, write_png
+from small_disk import mounted_tmpfs
 
 CLI = [sys.executable, "-m", "chromaflow.cli"]
 
@@ -83,16 +84,8 @@ def test_all_corrupt_refs_fail_once_without_retries(prefect_harness, ray_cluster
 @pytest.fixture
 def small_tmpfs(tmp_path):
     """A 12 MB tmpfs (skipped where mounting is not permitted), unmounted afterwards."""
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", str(mnt)], capture_output=True,
-                             text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip() or mounted.returncode}")
-    try:
+    with mounted_tmpfs(tmp_path / "mnt", "size=12m") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
 
 def noisy_chapter(root: Path, pages: int = 6) -> Path:

@@ -11,7 +11,6 @@ import hashlib
 import os
 import pickle
 import stat
-import subprocess
 import tarfile
 
 import pytest
@@ -21,6 +20,7 @@ from chromaflow.storage.atomic import (TMP_MARK, DiskFull, atomic_path, disk_ful
 from chromaflow.storage.job import JobDir
 from chromaflow.storage.shards import (_tar_bytes, iter_shard, json_bytes, key_order, read_failure, read_shard,
                                        read_stats, sha256_file, write_failure, write_shard, write_stats)
+from small_disk import mounted_tmpfs
 
 RECORD = 20 * 512  # tarfile pads an archive to whole records of 20 blocks
 
@@ -166,23 +166,11 @@ def test_sweep_removes_only_temp_files_at_any_depth(tmp_path):
     assert remove_stale_temp_files(tmp_path) == 0
 
 
-def _mount_tmpfs(mnt, options: str):
-    mnt.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mnt)], capture_output=True,
-                             text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip() or mounted.returncode}")
-    return mnt
-
-
 @pytest.fixture
 def few_inodes(tmp_path):
     """A tmpfs with room for 8 files (skipped where mounting is not permitted)."""
-    mnt = _mount_tmpfs(tmp_path / "inodes", "size=1m,nr_inodes=8")
-    try:
+    with mounted_tmpfs(tmp_path / "inodes", "size=1m,nr_inodes=8") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
 
 def test_no_file_can_be_created_at_all(few_inodes):
@@ -202,16 +190,8 @@ def test_no_file_can_be_created_at_all(few_inodes):
 @pytest.fixture
 def tiny_tmpfs(tmp_path):
     """A 1 MB tmpfs (skipped where mounting is not permitted)."""
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True,
-                             text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip() or mounted.returncode}")
-    try:
+    with mounted_tmpfs(tmp_path / "mnt", "size=1m") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the torn tar's __del__
