@@ -278,6 +278,8 @@ def evaluate(
     warp: bool = typer.Option(False, "--warp", help="Also evaluate every page warped with its ground truth."),
     framing: bool = typer.Option(False, "--framing", help="Also evaluate close-up references / close-up pages."),
     balloons: bool = typer.Option(False, "--balloons", help="Also evaluate pages with a lettered speech balloon."),
+    clips: Optional[Path] = typer.Option(None, "--clips", help="Episode clips (BasicPBC layout: line/ + gt/ per "
+                                         "clip): colored from their first ground-truth frame, color and flicker scored."),
 ) -> None:
     """Score colorizer backends on a line/color dataset (metrics.json, report.html)."""
     from chromaflow.conf import load_config
@@ -292,7 +294,7 @@ def evaluate(
         _fail(str(exc))
     try:
         cfg = load_config(config, set_)
-        metrics = run_evaluation(dataset, out, cfg, backend or None, variants)
+        metrics = run_evaluation(dataset, out, cfg, backend or None, variants, clips)
     except _user_errors() as exc:
         _fail(str(exc))
     table = Table(title=f"evaluation · {dataset}")
@@ -307,6 +309,10 @@ def evaluate(
             table.add_row(name, variant, *(f"{values[k]:.3f}" if isinstance(values.get(k), float)
                                            else str(values.get(k, "–")) for k in keys))
     Console().print(table)
+    for clip in metrics.get("clips", []):
+        console.print(f"clip {clip['clip']}: {clip['frames']} frames, flat-color accuracy "
+                      f"{clip.get('flat_color_accuracy', '–')}, flicker {clip.get('flicker', '–')}"
+                      + (f" ({clip['flicker_ratio']}× the ground truth's)" if "flicker_ratio" in clip else ""))
     console.print(f"report: {out / 'report.html'}")
 
 

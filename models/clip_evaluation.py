@@ -3,8 +3,8 @@ temporal colorizer (models/propagate.py) and score the result: color metrics aga
 ground truth where it exists (models/metrics.py) and flicker (models/flicker.py) beside the
 ground truth's own flicker.
 
-`evaluate_clip` is the plain entry (bench/bench_episodes.py; meant for `chromaflow
-evaluate` on clip datasets). A clip folder has the BasicPBC layout: `line/NNNN.png` (line
+`evaluate_clip` is the plain entry (bench/bench_episodes.py); `evaluate_clip_folders` is
+what `chromaflow evaluate --clips DIR` runs (metrics.json "clips"). A clip folder has the BasicPBC layout: `line/NNNN.png` (line
 frames in order) and `gt/NNNN.png` (colored ground truth for some of them, same names);
 the first ground-truth frame is the keyframe.
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from chromaflow.storage.images import decode_image
+from chromaflow.storage.images import ImageError, decode_image
 
 from .colorizers.base import Colorizer
 from .flicker import clip_flicker
@@ -88,3 +88,21 @@ def evaluate_clip(frames: list[np.ndarray], gt: dict[int, np.ndarray], name: str
 def evaluate_clip_folder(folder: str | Path, colorizer: Colorizer | None = None) -> dict:
     frames, gt = load_clip(folder)
     return evaluate_clip(frames, gt, Path(folder).name, colorizer)
+
+
+def evaluate_clip_folders(root: str | Path, problems: list[str], colorizer: Colorizer | None = None) -> list[dict]:
+    """Scores of every clip under `root`: root itself when it holds `line/`, else each of its
+    subfolders that does. A clip that cannot be read is one line in `problems`."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: clip folder does not exist")
+    folders = [root] if (root / "line").is_dir() else sorted(p for p in root.iterdir() if (p / "line").is_dir())
+    if not folders:
+        raise FileNotFoundError(f"{root}: no clip folders (each needs line/ and gt/)")
+    results = []
+    for folder in folders:
+        try:
+            results.append(evaluate_clip_folder(folder, colorizer))
+        except (FileNotFoundError, ImageError) as exc:
+            problems.append(f"{exc}; clip skipped")
+    return results

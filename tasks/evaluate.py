@@ -19,6 +19,7 @@ from prefect import task
 from prefect.artifacts import create_table_artifact
 
 from chromaflow.conf import Config
+from chromaflow.models.clip_evaluation import evaluate_clip_folders
 from chromaflow.models.evaluation import (
     PairResult, Variants, aggregate, aggregate_kinds, check_backends, default_backends, evaluate_case,
     load_identity_views, make_pairs, pair_case, sanitize, thumbnail)
@@ -35,9 +36,10 @@ TABLE_KEYS = ("flat_color_accuracy", "background_accuracy", "segment_accuracy", 
 
 
 def run_evaluation(dataset: str | Path, out: str | Path, config: Config, backends: list[str] | None = None,
-                   variants: Variants | None = None) -> dict:
+                   variants: Variants | None = None, clips: str | Path | None = None) -> dict:
     """Evaluate `backends` (default: the configured one plus the baselines) on `dataset`
-    in every case of `variants` (default: line art as it is); write metrics.json,
+    in every case of `variants` (default: line art as it is), and with `clips` (BasicPBC
+    clip folders) episode clips from a keyframe (color and flicker); write metrics.json,
     metrics.parquet and report.html into `out`; return the metrics dict."""
     out = Path(out)
     variants = variants or Variants()
@@ -78,6 +80,7 @@ def run_evaluation(dataset: str | Path, out: str | Path, config: Config, backend
         from chromaflow.retrieval.evaluation import retrieval_topk_accuracy
 
         retrieval = retrieval_topk_accuracy(dataset, config)
+    clip_results = evaluate_clip_folders(clips, problems) if clips is not None else None
     mean_f1 = float(np.mean(line_f1)) if line_f1 else float("nan")
     mean_f1_gray = float(np.mean(line_f1_gray)) if line_f1_gray else float("nan")
     first = names[0]
@@ -90,6 +93,7 @@ def run_evaluation(dataset: str | Path, out: str | Path, config: Config, backend
         "variants": {b: {name: {**aggregate(rs[name], mean_f1, mean_f1_gray), "kinds": aggregate_kinds(rs[name])}
                          for name in names} for b, rs in results.items()},
         **{k: retrieval[k] for k in ("retrieval_top1", "retrieval_top3") if k in retrieval},
+        **({"clips": clip_results} if clip_results is not None else {}),
         "problems": problems,
         "config_hash": config.section_hash("lines", "colorize"),
     })

@@ -128,3 +128,24 @@ def test_metrics_table_has_one_row_per_backend_and_variant():
     assert [(r["backend"], r["variant"]) for r in rows] == [("region", "line/plain"), ("region", "tone/warp"),
                                                             ("dominant", "line/plain")]
     assert rows[0]["flat_color_accuracy"] == 0.9123 and rows[1]["balloon_paper"] is None and rows[2]["pairs"] == 3
+
+
+def test_clips_are_colored_from_their_keyframe_and_scored(mini_dataset, tmp_path):
+    """A still clip (the same drawing in every frame): propagated from its first ground-truth
+    frame it is colored as the ground truth everywhere and does not flicker; a clip without
+    ground truth is one problem line naming it."""
+    still = tmp_path / "clips" / "still"
+    line = draw_character(PALETTES["bob"], size=SIZE, colored=False, frame=False)
+    color = draw_character(PALETTES["bob"], size=SIZE, frame=False)
+    for i in range(4):
+        write_png(still / "line" / f"{i:04d}.png", line)
+    for i in (0, 1, 2):
+        write_png(still / "gt" / f"{i:04d}.png", color)
+    write_png(tmp_path / "clips" / "no_truth" / "line" / "0000.png", line)
+    metrics = run_evaluation(mini_dataset, tmp_path / "out", Config(), ["region"], clips=tmp_path / "clips")
+    (clip,) = metrics["clips"]
+    assert clip["clip"] == "still" and clip["frames"] == 4 and clip["ground_truth_frames"] == 3
+    assert clip["flat_color_accuracy"] > 0.97 and clip["flicker"] < 1.0 and clip["gt_flicker"] == 0
+    assert any(p.startswith(f"{tmp_path / 'clips' / 'no_truth'}/gt: no ground truth") and p.endswith("clip skipped")
+               for p in metrics["problems"])
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["clips"] == metrics["clips"]
