@@ -280,10 +280,12 @@ def evaluate(
     balloons: bool = typer.Option(False, "--balloons", help="Also evaluate pages with a lettered speech balloon."),
     clips: Optional[Path] = typer.Option(None, "--clips", help="Episode clips (BasicPBC layout: line/ + gt/ per "
                                          "clip): colored from their first ground-truth frame, color and flicker scored."),
+    instances: Optional[Path] = typer.Option(None, "--instances", help="Pages with several characters (pages/ "
+                                             "+ refs/, tasks/evaluate_instances.py): instance and identity scores."),
 ) -> None:
     """Score colorizer backends on a line/color dataset (metrics.json, report.html)."""
     from chromaflow.conf import load_config
-    from chromaflow.tasks.evaluate import run_evaluation
+    from chromaflow.tasks.evaluate import metrics_table, run_evaluation
     from chromaflow.models.evaluation import Variants
 
     conditions = ("plain",) + tuple(name for name, on in (("warp", warp), ("framing", framing),
@@ -294,25 +296,23 @@ def evaluate(
         _fail(str(exc))
     try:
         cfg = load_config(config, set_)
-        metrics = run_evaluation(dataset, out, cfg, backend or None, variants, clips)
+        metrics = run_evaluation(dataset, out, cfg, backend or None, variants, clips, instances)
     except _user_errors() as exc:
         _fail(str(exc))
+    rows = metrics_table(metrics, digits=None)
     table = Table(title=f"evaluation · {dataset}")
-    keys = ["flat_color_accuracy", "background_accuracy", "segment_accuracy", "segment_pixel_accuracy",
-            "balloon_paper", "lettering_black", "style_detected", "pairs"]
-    table.add_column("backend")
-    table.add_column("variant")
-    for key in keys:
-        table.add_column(key)
-    for name, per_variant in metrics["variants"].items():
-        for variant, values in per_variant.items():
-            table.add_row(name, variant, *(f"{values[k]:.3f}" if isinstance(values.get(k), float)
-                                           else str(values.get(k, "–")) for k in keys))
+    for column in rows[0] if rows else []:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*("–" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v) for v in row.values()))
     Console().print(table)
     for clip in metrics.get("clips", []):
         console.print(f"clip {clip['clip']}: {clip['frames']} frames, flat-color accuracy "
                       f"{clip.get('flat_color_accuracy', '–')}, flicker {clip.get('flicker', '–')}"
                       + (f" ({clip['flicker_ratio']}× the ground truth's)" if "flicker_ratio" in clip else ""))
+    if "instances" in metrics:
+        console.print("several characters per page: " + ", ".join(f"{k} {metrics['instances'][k]}" for k in (
+            "instance_recall", "instance_identity_accuracy", "flat_color_accuracy", "consistency_de_median")))
     console.print(f"report: {out / 'report.html'}")
 
 

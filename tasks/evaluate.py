@@ -26,6 +26,7 @@ from chromaflow.models.evaluation import (
 from chromaflow.storage.atomic import write_bytes, write_json
 from chromaflow.storage.eval_dataset import scan_eval_dataset
 
+from chromaflow.tasks.evaluate_instances import evaluate_layout
 from chromaflow.tasks.evaluation_report import parquet_bytes, render_report
 
 log = logging.getLogger(__name__)
@@ -36,10 +37,12 @@ TABLE_KEYS = ("flat_color_accuracy", "background_accuracy", "segment_accuracy", 
 
 
 def run_evaluation(dataset: str | Path, out: str | Path, config: Config, backends: list[str] | None = None,
-                   variants: Variants | None = None, clips: str | Path | None = None) -> dict:
+                   variants: Variants | None = None, clips: str | Path | None = None,
+                   instances: str | Path | None = None) -> dict:
     """Evaluate `backends` (default: the configured one plus the baselines) on `dataset`
     in every case of `variants` (default: line art as it is), and with `clips` (BasicPBC
-    clip folders) episode clips from a keyframe (color and flicker); write metrics.json,
+    clip folders) episode clips from a keyframe (color and flicker), and with `instances`
+    (tasks/evaluate_instances.py) pages with several characters through the stages; write metrics.json,
     metrics.parquet and report.html into `out`; return the metrics dict."""
     out = Path(out)
     variants = variants or Variants()
@@ -81,6 +84,8 @@ def run_evaluation(dataset: str | Path, out: str | Path, config: Config, backend
 
         retrieval = retrieval_topk_accuracy(dataset, config)
     clip_results = evaluate_clip_folders(clips, problems) if clips is not None else None
+    instance_results = (evaluate_layout(Path(instances), Path(out) / "instances", config, problems)
+                        if instances is not None else None)
     mean_f1 = float(np.mean(line_f1)) if line_f1 else float("nan")
     mean_f1_gray = float(np.mean(line_f1_gray)) if line_f1_gray else float("nan")
     first = names[0]
@@ -94,6 +99,7 @@ def run_evaluation(dataset: str | Path, out: str | Path, config: Config, backend
                          for name in names} for b, rs in results.items()},
         **{k: retrieval[k] for k in ("retrieval_top1", "retrieval_top3") if k in retrieval},
         **({"clips": clip_results} if clip_results is not None else {}),
+        **({"instances": instance_results} if instance_results is not None else {}),
         "problems": problems,
         "config_hash": config.section_hash("lines", "colorize"),
     })
@@ -110,16 +116,16 @@ def evaluate_dataset(dataset: str | Path, out: str | Path, config: Config, backe
     return run_evaluation(dataset, out, config, backends, variants)
 
 
-def metrics_table(metrics: dict) -> list[dict]:
+def metrics_table(metrics: dict, digits: int | None = 4) -> list[dict]:
     """One row per backend and evaluated variant (style/condition): the overall numbers,
-    rounded for reading."""
+    rounded for reading (digits=None: as measured)."""
     rows = []
     for name, per_variant in metrics["variants"].items():
         for variant, values in per_variant.items():
             row = {"backend": name, "variant": variant}
             for key in TABLE_KEYS:
                 value = values.get(key)
-                row[key] = round(value, 4) if isinstance(value, float) else value
+                row[key] = round(value, digits) if isinstance(value, float) and digits is not None else value
             rows.append(row)
     return rows
 

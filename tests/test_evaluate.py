@@ -10,7 +10,7 @@ import pytest
 from chromaflow.conf import Config
 from chromaflow.flows.evaluate import run_evaluation
 from chromaflow.storage.eval_dataset import POSE, RECOLOR, scan_eval_dataset
-from synthetic import PALETTES, draw_character, write_png
+from synthetic import PALETTES, draw_character, make_refs, write_png
 
 SIZE = (160, 224)
 RECOLOR_PALETTES = [PALETTES["alice"], PALETTES["bob"],
@@ -149,3 +149,33 @@ def test_clips_are_colored_from_their_keyframe_and_scored(mini_dataset, tmp_path
     assert any(p.startswith(f"{tmp_path / 'clips' / 'no_truth'}/gt: no ground truth") and p.endswith("clip skipped")
                for p in metrics["problems"])
     assert json.loads((tmp_path / "out" / "metrics.json").read_text())["clips"] == metrics["clips"]
+
+
+def test_pages_with_two_characters_are_scored_through_the_stages(mini_dataset, tmp_path):
+    """Two characters side by side on each page (ground-truth boxes from the drawings' own
+    ink): the stages find both, one instance each, and the scores land in metrics.json.
+    (alice and bob are the same drawing in line art, so which is which is not checked.)"""
+    import numpy as np
+
+    layout = tmp_path / "multi"
+    for p in range(2):
+        left, right = ("alice", "bob") if p == 0 else ("bob", "alice")
+        halves = [(draw_character(PALETTES[n], colored=False, frame=False), draw_character(PALETTES[n], frame=False))
+                  for n in (left, right)]
+        line = np.concatenate([h[0] for h in halves], axis=1)
+        truth = []
+        for k, (name, (half, _)) in enumerate(zip((left, right), halves)):
+            ys, xs = np.nonzero(half.min(axis=2) < 128)
+            x0 = k * half.shape[1]
+            truth.append({"identity": name, "bbox": [int(xs.min()) + x0, int(ys.min()), int(xs.max()) + 1 + x0,
+                                                     int(ys.max()) + 1]})
+        write_png(layout / "pages" / f"p{p}_line.png", line)
+        write_png(layout / "pages" / f"p{p}_color.png", np.concatenate([h[1] for h in halves], axis=1))
+        (layout / "pages" / f"p{p}_instances.json").write_text(json.dumps(truth))
+    make_refs(layout / "refs")
+    metrics = run_evaluation(mini_dataset, tmp_path / "out", Config(), ["region"], instances=layout)
+    scores = metrics["instances"]
+    assert scores["instance_recall"] == 1.0 and scores["instance_precision"] == 1.0
+    assert [len(page["identities"]) for page in scores["pages"]] == [2, 2]
+    assert 0.0 <= scores["flat_color_accuracy"] <= 1.0
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["instances"]["instance_recall"] == 1.0
