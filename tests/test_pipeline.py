@@ -56,7 +56,9 @@ def task_runs(state) -> dict:
 def run_logs(state) -> list:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogWorker
 
+    APILogWorker.drain_all(timeout=10)  # logs go to the API in batches: send what is queued first
     with get_client(sync_client=True) as client:
         return client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[state.state_details.flow_run_id])))
 
