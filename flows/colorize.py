@@ -87,12 +87,16 @@ def check_job_folder(root: Path, name: str) -> dict:
 
 
 def prepare_job(source: str, refs: str, out: str | None, config: Config, kind: str) -> JobDir:
-    """Validate inputs up front (nothing is created when they fail), then write job.json
-    under the job folder's lock."""
-    source_path = check_job_inputs(source, refs, config, kind)
+    """Validate inputs up front (nothing is created when they fail), then write job.json."""
+    return write_job_info(check_job_inputs(source, refs, config, kind), refs, out, config, kind)
+
+
+def write_job_info(source_path: Path, refs: str, out: str | None, config: Config, kind: str) -> JobDir:
+    """job.json of a run whose inputs were checked (check_job_inputs), written under the job
+    folder's lock (shared with the caller's hold when it has one, as in _colorize)."""
     root, name = job_folder(source_path, out, config)
-    previous = check_job_folder(root, name)
-    with job_lock(root):  # shared with the caller's hold when it has one (_colorize)
+    with job_lock(root):
+        previous = check_job_folder(root, name)
         job = JobDir(root, name)
         job.write_info({**previous, "name": name, "kind": kind, "source": str(source_path),
                         "refs": str(Path(refs).resolve()), "config": config.model_dump(mode="json"),
@@ -190,9 +194,10 @@ def _colorize(source: str, refs: str, out: str | None, config_path: str | None, 
     forward_chromaflow_logs()
     try:
         config = load_config(config_path, overrides)
-        root, _ = job_folder(check_job_inputs(source, refs, config, kind), out, config)
+        source_path = check_job_inputs(source, refs, config, kind)
+        root, _ = job_folder(source_path, out, config)
         with job_lock(root):  # nothing is created before the inputs are checked
-            job = prepare_job(source, refs, out, config, kind)
+            job = write_job_info(source_path, refs, out, config, kind)
             summary = run_pipeline(job, config)  # a source that turns out unreadable in ingest, too
     except (*INPUT_ERRORS, JobLocked, DiskFull) as exc:  # DiskFull: what was written stays; rerun finishes
         return input_error_state(exc)

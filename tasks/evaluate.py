@@ -84,7 +84,7 @@ def run_evaluation(dataset: str | Path, out: str | Path, config: Config, backend
 
         retrieval = retrieval_topk_accuracy(dataset, config)
     clip_results = evaluate_clip_folders(clips, problems) if clips is not None else None
-    instance_results = (evaluate_layout(Path(instances), Path(out) / "instances", config, problems)
+    instance_results = (evaluate_layout(instances, out / "instances", config, problems)
                         if instances is not None else None)
     mean_f1 = float(np.mean(line_f1)) if line_f1 else float("nan")
     mean_f1_gray = float(np.mean(line_f1_gray)) if line_f1_gray else float("nan")

@@ -100,7 +100,7 @@ def score(pages: list[dict], predicted: dict[str, dict], problems: list[str]) ->
     return score_pages(scored)
 
 
-def evaluate_layout(dataset: Path, out: Path, config: Config, problems: list[str] | None = None) -> dict:
+def evaluate_layout(dataset: str | Path, out: str | Path, config: Config, problems: list[str] | None = None) -> dict:
     """Run and score one layout; writes out/metrics.json. Unusable pages go to `problems`."""
     problems = [] if problems is None else problems
     dataset, out = Path(dataset), Path(out)
