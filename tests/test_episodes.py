@@ -33,14 +33,20 @@ FPS = 12
 
 
 def write_clip(path: Path, drawings: list[np.ndarray], pts: list[int], audio_seconds: float = 0.0,
-               faststart: bool = False, bframes: bool = True) -> Path:
-    """H.264 at time base 1/FPS with the given pts (gaps = variable frame rate) and an AAC
-    440 Hz tone."""
+               faststart: bool = False, bframes: bool = True, subtitle: bytes = b"") -> Path:
+    """H.264 at time base 1/FPS with the given pts (gaps = variable frame rate), an AAC
+    440 Hz tone, and a mov_text subtitle shown from the start."""
     options = {"movflags": "faststart"} if faststart else {}
     with av.open(str(path), "w", options=options) as out:
         video = out.add_stream("libx264", rate=FPS, options={"crf": "18", **({} if bframes else {"bf": "0"})})
         video.width, video.height, video.pix_fmt = *SIZE, "yuv420p"
         tone = out.add_stream("aac", rate=48000, layout="mono") if audio_seconds else None
+        if subtitle:
+            text = out.add_stream("mov_text")
+            text.codec_context.subtitle_header = b"[Script Info]\nScriptType: v4.00+\n"  # the encoder needs one
+            cue = av.Packet(len(subtitle).to_bytes(2, "big") + subtitle)  # mov_text: 16-bit length + UTF-8
+            cue.stream, cue.pts, cue.dts, cue.duration, cue.time_base = text, 0, 0, 1000, Fraction(1, 1000)
+            out.mux(cue)
         for rgb, p in zip(drawings, pts):
             frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
             frame.pts, frame.time_base = p, Fraction(1, FPS)
@@ -135,6 +141,24 @@ def test_clip_on_twos_keeps_audio_and_timing_and_colors_half_its_frames(tmp_path
     assert packets(out, "audio") == packets(video, "audio")
     info = job.read_info()["episode_video"]
     assert info["encoder"] == "libx264" and info["audio"] == ["aac (copied)"] and info["crf"] == 18
+
+
+def test_subtitle_stream_is_dropped_with_a_note_and_the_rest_kept(tmp_path, refs_dir, caplog):
+    video = write_clip(tmp_path / "sub.mp4", [drawing(i // 2) for i in range(4)], list(range(4)),
+                       audio_seconds=4 / FPS, subtitle=b"Where is everyone?")
+    with av.open(str(video)) as container:  # the clip really holds the three streams
+        assert sorted(s.type for s in container.streams) == ["audio", "subtitle", "video"]
+    with caplog.at_level(logging.WARNING, logger="chromaflow"):
+        job, *_ = run_job(tmp_path, video, refs_dir, [])
+    assert any(str(video) in r.getMessage() and "subtitle (mov_text)" in r.getMessage() for r in caplog.records)
+    note = "subtitle (mov_text) stream of the source not carried over"
+    assert job.read_info()["episode_video"]["notes"] == [note]
+    assert note in (job.root / "report.html").read_text()
+    out = job.root / "episode.mp4"
+    with av.open(str(out)) as container:
+        assert sorted(s.type for s in container.streams) == ["audio", "video"]
+    assert packets(out, "audio") == packets(video, "audio")
+    assert len(video_pts(out)[0]) == 4
 
 
 def test_truncated_video_colors_the_readable_part_and_names_file_and_time_range(tmp_path, refs_dir, caplog):
