@@ -44,6 +44,7 @@ from chromaflow.storage.images import decode_png, encode_png, resize_longest
 from chromaflow.storage.job import JobDir
 from chromaflow.storage.shards import json_bytes
 
+from .held import in_place_source
 from .instances import read_instances
 from .palette_memory import job_palette_memory
 from .runner import ShardStats, run_shard
@@ -120,15 +121,17 @@ class HeldColors:
         """The repeat's sample: its drawing's colors moved by the pan, its own strokes."""
         meta = json.loads(inputs["ingest"]["json"])
         source = self._colored[meta["hold_of"]]
+        out_meta = json_bytes({**json.loads(source["json"]), "reused_from": meta["hold_of"],
+                               "hold_offset": meta.get("hold_offset", [0.0, 0.0])})
+        if in_place_source(meta) is not None:
+            return {"png": source["png"], "json": out_meta}  # the same drawing in place: its colors as they are
         lines = decode_png(inputs["lines"]["png"], gray=True)
         color = decode_png(source["png"])
         scale = lines.shape[1] / meta["width"]  # offsets are in source pixels; colors are at the work size
-        dx, dy = (v * scale for v in meta.get("hold_offset", (0.0, 0.0)))
+        dx, dy = (v * scale for v in meta["hold_offset"])
         if color.shape[:2] != lines.shape:
             raise ValueError(f"{meta['source']}: repeats a frame of another size")
-        out_meta = {**json.loads(source["json"]), "reused_from": meta["hold_of"],
-                    "hold_offset": meta.get("hold_offset", [0.0, 0.0])}
-        return {"png": encode_png(reuse_color(color, lines, dx, dy)), "json": json_bytes(out_meta)}
+        return {"png": encode_png(reuse_color(color, lines, dx, dy)), "json": out_meta}
 
 
 class PageWork:

@@ -10,7 +10,8 @@ models/instances) on each page's line art (and the page at the same size) and st
 
 Instances split from one silhouette share a `group`. Which character each instance is
 (its identity) is decided by retrieval, which reads this shard set (stages/retrieve.py
-writes the identities with the boxes in `retrieve/`). Segmenters are built once per
+writes the identities with the boxes in `retrieve/`). An episode frame holding the drawing
+before it in place takes that drawing's instances (stages/held.py). Segmenters are built once per
 process (weights load once); with `sam` a shard's pages go to the model in batches of
 `instances.sam_batch_pages`.
 """
@@ -27,6 +28,7 @@ from chromaflow.storage.images import decode_png, encode_png, resize_longest
 from chromaflow.storage.job import JobDir
 from chromaflow.storage.shards import Sample, json_bytes
 
+from .held import HeldOutputs
 from .runner import ShardStats, run_shard
 
 LABEL_PNG_COMPRESSION = 6  # label maps are mostly runs of one value: they compress well and cheaply
@@ -44,20 +46,30 @@ def open_segmenter(config: Config) -> InstanceSegmenter | None:
 
 def run(job: JobDir, shard: int, config: Config) -> ShardStats:
     segmenter = open_segmenter(config)
+    held = HeldOutputs()
 
     def process_batch(items: list[tuple[str, dict]]) -> list[dict]:
+        repeats = [held.repeat_of(inputs) for _, inputs in items]
         pages = []
-        for _, inputs in items:
-            lines = decode_png(inputs["lines"]["png"], gray=True)
-            pages.append((lines, resize_longest(decode_png(inputs["ingest"]["png"]), max(lines.shape))))
+        for (_, inputs), repeat in zip(items, repeats):
+            if repeat is None:
+                lines = decode_png(inputs["lines"]["png"], gray=True)
+                pages.append((lines, resize_longest(decode_png(inputs["ingest"]["png"]), max(lines.shape))))
         if segmenter is None:
             found = [[] for _ in pages]
         elif len(pages) > 1 and hasattr(segmenter, "segment_batch"):
             found = segmenter.segment_batch(pages)
         else:
             found = [segmenter.segment(lines, page) for lines, page in pages]
-        return [instance_sample(lines.shape, instances, config.instances.backend)
-                for (lines, _), instances in zip(pages, found)]
+        computed = iter([instance_sample(lines.shape, instances, config.instances.backend)
+                         for (lines, _), instances in zip(pages, found)])
+        outputs = []
+        for (key, inputs), repeat in zip(items, repeats):
+            output = repeat if repeat is not None else next(computed)
+            if repeat is None:
+                held.remember(key, inputs, output)
+            outputs.append(output)
+        return outputs
 
     batch = config.instances.sam_batch_pages if config.instances.backend == "sam" else 1
     return run_shard(job, "instances", shard, config, process_batch, batch_size=batch)

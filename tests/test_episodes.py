@@ -114,13 +114,20 @@ def video_pts(path: Path) -> tuple[list[int], Fraction, float]:
         return pts, stream.time_base, float(stream.duration * stream.time_base)
 
 
-def test_clip_on_twos_keeps_audio_and_timing_and_colors_half_its_frames(tmp_path, refs_dir):
+def test_clip_on_twos_keeps_audio_and_timing_and_colors_half_its_frames(tmp_path, refs_dir, monkeypatch):
     # 12 frames, each drawing held 2 frames, variable frame rate (pts gaps), 1.5 s of tone.
     pts = [0, 1, 2, 3, 5, 6, 8, 9, 10, 11, 14, 15]
     video = write_clip(tmp_path / "ep.mp4", [drawing(i // 2) for i in range(12)], pts, audio_seconds=16 / FPS)
+    extracted = []  # the real line extraction, counted
+
+    def counted(page, cfg, real=lines.extract_lines):
+        extracted.append(page.shape)
+        return real(page, cfg)
+
+    monkeypatch.setattr(lines, "extract_lines", counted)
     job, _, colorizer, exported = run_job(tmp_path, video, refs_dir, ["job.shard_size=4"])
 
-    assert colorizer.calls == 6  # six distinct drawings
+    assert colorizer.calls == 6 and len(extracted) == 6  # six distinct drawings: colored once, lines once
     colored = {s["__key__"]: s for k in range(3) for s in read_shard(job.shard_path("colorize", k))}
     for i in range(1, 12, 2):
         meta = json.loads(colored[f"f{i:06d}"]["json"])
