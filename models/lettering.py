@@ -14,6 +14,9 @@ Tests, on the region with its holes filled (`filled`):
 - its ink covers TEXT_INK of the filled area (text, not a hatched drawing).
 
 A face (eyes, nose, mouth: few pieces of unequal size) fails the count and size tests.
+A balloon cut by the page edge (bleeding off the page, or turned out of it by a scan) is
+still a balloon; such a region may also be a panel's background around a character, so
+it must hold nothing bigger than a glyph (`holes_are_glyphs`).
 """
 
 from __future__ import annotations
@@ -70,6 +73,15 @@ def holds_text(filled: np.ndarray, ink: np.ndarray, longest: int) -> bool:
     return TEXT_INK[0] <= ink_share <= TEXT_INK[1]
 
 
+def holes_are_glyphs(region: np.ndarray, filled: np.ndarray, ink: np.ndarray, longest: int) -> bool:
+    """What the region encloses (holes that are not ink) is no bigger than a glyph's
+    counters: a drawn figure inside a background region is not lettering."""
+    holes = filled & ~region & ~ink
+    count, _, stats, _ = cv2.connectedComponentsWithStats(holes.astype(np.uint8), connectivity=4)
+    biggest = GLYPH_HEIGHT[1] * longest
+    return count == 1 or int(stats[1:, cv2.CC_STAT_AREA].max()) <= biggest * biggest
+
+
 def find_balloons(seg: Segmentation, lines: np.ndarray, gray: np.ndarray) -> BalloonRegions:
     """Balloons of a page: `seg` its regions, `lines` its line art (0 = ink), `gray` its
     (descreened) gray. Every region inside a balloon (letter holes included) is marked."""
@@ -82,7 +94,7 @@ def find_balloons(seg: Segmentation, lines: np.ndarray, gray: np.ndarray) -> Bal
     mask = np.zeros((h, w), bool)
     boxes: list[list[int]] = []
     for label, sl in enumerate(ndimage.find_objects(seg.labels, max_label=seg.count - 1), start=1):
-        if sl is None or mean_gray[label] < MIN_LIGHTNESS or seg.touches_border[label]:
+        if sl is None or mean_gray[label] < MIN_LIGHTNESS:
             continue
         bh, bw = sl[0].stop - sl[0].start, sl[1].stop - sl[1].start
         if bh * bw < MIN_AREA_SHARE * h * w or area[label] < MIN_AREA_SHARE * h * w * PAPER_SHARE:
@@ -92,6 +104,8 @@ def find_balloons(seg: Segmentation, lines: np.ndarray, gray: np.ndarray) -> Bal
         if not MIN_AREA_SHARE * h * w <= filled.sum() <= MAX_AREA_SHARE * h * w:
             continue
         if region.sum() < PAPER_SHARE * filled.sum():
+            continue
+        if seg.touches_border[label] and not holes_are_glyphs(region, filled, ink[sl], longest):
             continue
         if holds_text(filled, ink[sl], longest):
             mask[sl] |= filled

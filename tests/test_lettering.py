@@ -56,3 +56,30 @@ def test_balloon_keeps_paper_and_black_letters_in_the_colorized_page():
     letters = out[balloon.letters].astype(int)
     assert (letters.max(axis=1) < 128).mean() > 0.9 and (np.ptp(letters, axis=1) < 30).mean() > 0.99
     assert request.diagnostics["balloons"] and request.diagnostics["style"] == "line"
+
+
+def test_balloon_cut_by_the_page_edge_is_found():
+    _, _, (page, _, balloon) = balloon_page()
+    top = balloon.box[1] + 12
+    cut = page[top:]  # the balloon's upper outline is off the page: its paper touches the edge
+    lines = extract_lines(cut).lines
+    seg = segment_line_art(lines)
+    assert seg.touches_border[np.bincount(seg.labels[balloon.interior[top:]]).argmax()]
+    found = find_balloons(seg, lines, cv2.cvtColor(cut, cv2.COLOR_RGB2GRAY))
+    assert len(found.boxes) == 1
+    assert found.mask[balloon.interior[top:]].mean() > 0.95
+
+
+def test_panel_background_at_the_edge_with_a_caption_and_a_figure_is_no_balloon():
+    # A panel in the page's corner: its paper touches the page edge and holds a caption
+    # (text-like strokes) and a head. Taken for a balloon, the head would be painted paper.
+    page = np.full((480, 480), 255, np.uint8)
+    cv2.line(page, (0, 220), (220, 220), 0, 3)
+    cv2.line(page, (220, 0), (220, 220), 0, 3)
+    cv2.circle(page, (150, 130), 45, 0, 3)
+    cv2.circle(page, (135, 120), 5, 0, -1)
+    cv2.circle(page, (165, 120), 5, 0, -1)
+    for row, text in enumerate(["HELLO", "THERE"]):
+        cv2.putText(page, text, (12, 40 + 30 * row), cv2.FONT_HERSHEY_SIMPLEX, 0.8, 0, 2)
+    found = find_balloons(segment_line_art(page), page, page)
+    assert found.boxes == [] and not found.mask.any()
