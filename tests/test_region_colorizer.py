@@ -86,6 +86,19 @@ def test_region_colorizer_is_deterministic():
     assert np.array_equal(a, b)
 
 
+def test_one_colorizer_serves_pages_of_different_pools_as_fresh_ones_would():
+    # Prepared pools are kept by content: two pools with the same names (other content),
+    # pages alternating, give what a fresh colorizer gives, and each page its own colors.
+    pools = {name: [Reference("", "ref.png", r.color, r.lines, 1.0) for r in (reference(name), reference(name, dx=6))]
+             for name in ("alice", "bob")}
+    pages = {name: draw_character(PALETTES[name], colored=False, frame=False, dx=-4) for name in pools}
+    shared = RegionColorizer()
+    for name in ("alice", "bob", "alice", "bob"):
+        out = shared.colorize(request_for(pages[name], pools[name]))
+        assert tuple(out[int(448 * 0.35) - 20, 160]) == PALETTES[name]["head"]
+        assert np.array_equal(out, RegionColorizer().colorize(request_for(pages[name], pools[name])))
+
+
 def test_gray_page_keeps_its_shading():
     line = draw_character(PALETTES["alice"], colored=False, frame=False)
     page = line.copy()

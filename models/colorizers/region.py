@@ -28,6 +28,7 @@ and fill each with the color its counterparts wear in ALL retrieved references.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 
 import cv2
@@ -56,6 +57,7 @@ ALL_INK_SHARE = 0.9  # a page with more ink than this share is black
 ALL_SCREEN_SHARE = 0.8  # a tone page screened over this share of it is all screentone
 MAX_REPORTED_REGIONS = 40  # low-confidence regions listed per page (largest first)
 SURE = 0.6  # regions this sure (vote share) teach the gray -> lightness map
+POOLS_KEPT = 4  # prepared reference pools kept per colorizer (a few MB each at analysis size)
 
 
 class RegionParams:
@@ -87,6 +89,7 @@ class RegionColorizer:
     def __init__(self, params: RegionParams | None = None, background=(255, 255, 255)):
         self.params = params or RegionParams()
         self.background = np.array(background, dtype=np.uint8)
+        self._pools: dict[bytes, tuple] = {}  # prepared reference pools by content (_pool_tables)
 
     @classmethod
     def from_config(cls, config: Config) -> "RegionColorizer":
@@ -164,17 +167,10 @@ class RegionColorizer:
         """The pool's color table and every reference registered onto the page (labels at
         analysis size; `page_ink`: the strokes to register on, default all ink), weighted
         by retrieval score x global stroke fit ** fit_power."""
-        colors = [snap_image(_analysis_size(r.color), memory, tolerance) for r in refs]
-        ref_lines = [_analysis_size(r.lines if r.lines.shape == r.color.shape[:2]
-                                    else np.full(r.color.shape[:2], 255, np.uint8)) for r in refs]
-        papers = [~ink_mask(lines) for lines in ref_lines]
-        table = with_paper(build_color_table(colors, papers), self.background)
+        table, prepared = self._pool_tables(refs, memory, tolerance)
         page_ink = labels == 0 if page_ink is None else page_ink
         views = []
-        for ref, color, lines, paper in zip(refs, colors, ref_lines, papers):
-            index = quantize(color, table)
-            regions, region_colors = segment_reference(color, lines, table, index)
-            index[~paper] = -1
+        for ref, (index, regions, region_colors, paper) in zip(refs, prepared):
             registration = register(page_ink, ~paper)
             weight = max(ref.score, 1e-3) * max(registration.global_fit, 1e-3) ** self.params.fit_power
             views.append(ReferenceView(index, regions, region_colors, weight, registration))
@@ -182,6 +178,34 @@ class RegionColorizer:
         for v in views:
             v.weight /= total
         return table, views
+
+    def _pool_tables(self, refs: list[Reference], memory: np.ndarray | None, tolerance: float) -> tuple:
+        """What does not depend on the page: the pool's color table and per reference its
+        color index (-1: ink), flat-color regions and paper mask. A chapter's pages draw on
+        the same few references, so the last few pools are kept, by content."""
+        digest = hashlib.blake2b(digest_size=16)
+        for part in [memory, np.float64(tolerance), self.background] + [a for r in refs for a in (r.color, r.lines)]:
+            part = np.zeros(0) if part is None else np.ascontiguousarray(part)
+            digest.update(f"{part.dtype}{part.shape}".encode())
+            digest.update(part.data)
+        key = digest.digest()
+        if key in self._pools:
+            return self._pools[key]
+        colors = [snap_image(_analysis_size(r.color), memory, tolerance) for r in refs]
+        ref_lines = [_analysis_size(r.lines if r.lines.shape == r.color.shape[:2]
+                                    else np.full(r.color.shape[:2], 255, np.uint8)) for r in refs]
+        papers = [~ink_mask(lines) for lines in ref_lines]
+        table = with_paper(build_color_table(colors, papers), self.background)
+        prepared = []
+        for color, lines, paper in zip(colors, ref_lines, papers):
+            index = quantize(color, table)
+            regions, region_colors = segment_reference(color, lines, table, index)
+            index[~paper] = -1
+            prepared.append((index, regions, region_colors, paper))
+        while len(self._pools) >= POOLS_KEPT:
+            self._pools.pop(next(iter(self._pools)))
+        self._pools[key] = (table, prepared)
+        return table, prepared
 
     def fill_regions(self, seg: Segmentation, refs: list[Reference], memory: np.ndarray | None = None,
                      tolerance: float = 0.0, gray: np.ndarray | None = None, forced_paper: np.ndarray | None = None,
