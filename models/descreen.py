@@ -42,9 +42,13 @@ INK_LEVEL = 30  # after notching (1-px blur), darker than this is ink: strokes a
 SCREEN_LEVEL = 8.0  # rms (gray levels) of a notched-out screen where it counts as screened paper
 SPECK_AREA = 20  # grains of a noise screen: dark specks or light holes up to this many pixels
 SPECK_DENSITY = 0.08  # noise screen: share of the pixels around that are grains
+GRAIN_RUN = 4.5  # dense noise screen: mean run (px, as measured by grain_zone) of its longer phase below this
+GRAIN_EDGE_DENSITY = 0.25  # and dark/light transitions per pixel above this (a 5-px stroke: <= 0.17)
 TEXTURE_SIGMA = 6.0  # window of those measures (px)
 MIN_SMOOTHING = 2.5  # residue smoothing sigma (px); periodic screens use 0.45 x period if larger
-GRAIN_SMOOTHING = 4.0  # noise-screen smoothing sigma (px)
+GRAIN_SMOOTHING = 4.0  # noise-screen smoothing sigma (px), at least
+GRAIN_STROKE_RUNS = 1.5  # in a dense noise zone a stroke is dark over a disk this many grain runs wide
+GRAIN_SIGMA_PER_RUN = 2.5  # dense noise: sigma per px of grain run (the mean of ~40 grains: rms ~1/6 of the grains')
 GRAIN_ZONE_INK_AREA = 160  # in grain zones, dark clumps smaller than this are grains, not strokes
 PAPER_PERCENTILE = 99.0  # the paper's color is this percentile of each channel
 
@@ -220,28 +224,54 @@ def screen_residue(gray: np.ndarray, notched: np.ndarray, ink: np.ndarray) -> np
 MIN_INK_AREA = 40  # dark specks smaller than this (px) are grains of a noise screen, not strokes
 
 
-def stroke_mask(notched: np.ndarray, grainy: np.ndarray) -> np.ndarray:
+def stroke_mask(notched: np.ndarray, sparse: np.ndarray, dense: np.ndarray, grain_run: float) -> np.ndarray:
     """Strokes and solid blacks of a notched page: dark after a 1-px blur, opened by a
     3x3 cross (grains of a dense noise screen touch each other only thinly), without
-    specks smaller than MIN_INK_AREA; inside `grainy` zones (noise screens), where grains
-    clump, only components of GRAIN_ZONE_INK_AREA or more."""
+    specks smaller than MIN_INK_AREA; inside `sparse` grain zones, where grains clump,
+    only components of GRAIN_ZONE_INK_AREA or more; inside `dense` ones (grains percolate
+    into clusters of any size) only what a disk wider than a grain fits in."""
     dark = (cv2.GaussianBlur(notched, (0, 0), 1.0) < INK_LEVEL).astype(np.uint8)
     dark = cv2.morphologyEx(dark, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3)))
+    if dense.any():
+        side = 2 * int(round(GRAIN_STROKE_RUNS * grain_run / 2)) + 1
+        solid = cv2.morphologyEx(dark, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (side, side)))
+        dark = np.where(dense, solid, dark)
     count, labels, stats, _ = cv2.connectedComponentsWithStats(dark, connectivity=8)
     area = stats[:, cv2.CC_STAT_AREA]
-    in_grain = np.bincount(labels.ravel(), weights=grainy.ravel().astype(np.float64), minlength=count) > 0.5 * area
+    in_grain = np.bincount(labels.ravel(), weights=sparse.ravel().astype(np.float64), minlength=count) > 0.5 * area
     keep = (area >= MIN_INK_AREA) & (~in_grain | (area >= GRAIN_ZONE_INK_AREA))
     keep[0] = False
     return keep[labels]
 
 
-def grain_zone(gray: np.ndarray) -> np.ndarray:
-    """Where grains are dense: dark specks or light holes no bigger than SPECK_AREA on
-    SPECK_DENSITY of the pixels around (a noise screen, which has no spectral peak).
-    Letters and strokes are bigger than grains, so lettering is no grain zone."""
+def grain_zone(gray: np.ndarray, periodic: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, float]:
+    """Where grains are dense (a noise screen, which has no spectral peak): dark specks or
+    light holes no bigger than SPECK_AREA on SPECK_DENSITY of the pixels around (sparse
+    grains), or a fine texture (dense grains, which percolate into big clusters): both
+    phases of the thresholded page cut into runs shorter than GRAIN_RUN on average, with
+    dark/light transitions on GRAIN_EDGE_DENSITY of the pixels. A stroke has one long
+    phase (the paper beside it), lettering runs longer than grains. Where a `periodic`
+    screen was notched out its residue is no noise screen. Returns (sparse zone, dense
+    zone, the dense zone's median run: the grain size that sets the smoothing; 0 if none)."""
     dark = gray < 128
     specks = _small_components(dark, SPECK_AREA) | _small_components(~dark, SPECK_AREA)
-    return cv2.GaussianBlur(specks.astype(np.float32), (0, 0), TEXTURE_SIGMA) > SPECK_DENSITY
+    sparse = cv2.GaussianBlur(specks.astype(np.float32), (0, 0), TEXTURE_SIGMA) > SPECK_DENSITY
+    d = dark.astype(np.float32)
+    edges = np.zeros_like(d)
+    edges[:-1] += np.abs(np.diff(d, axis=0))
+    edges[:, :-1] += np.abs(np.diff(d, axis=1))
+    edge_density = cv2.GaussianBlur(edges, (0, 0), TEXTURE_SIGMA)
+    dark_share = cv2.GaussianBlur(d, (0, 0), TEXTURE_SIGMA)
+    # Mean run of the longer phase: its share over the transitions per pixel (x and y).
+    run = 2.0 * np.maximum(dark_share, 1.0 - dark_share) / np.maximum(edge_density, 1e-3)
+    dense = (run < GRAIN_RUN) & (edge_density > GRAIN_EDGE_DENSITY)
+    if periodic is not None:
+        dense &= ~periodic
+    dense = dense.astype(np.uint8)
+    # A screen covers an area: what a disk of a window's size does not fit in is a knot of strokes.
+    disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * int(TEXTURE_SIGMA) + 1,) * 2)
+    dense = cv2.morphologyEx(dense, cv2.MORPH_OPEN, disk) > 0
+    return sparse, dense, float(np.median(run[dense])) if dense.any() else 0.0
 
 
 def descreen(gray: np.ndarray, peaks: list[ScreenPeak] | None = None) -> Descreened:
@@ -250,14 +280,18 @@ def descreen(gray: np.ndarray, peaks: list[ScreenPeak] | None = None) -> Descree
     gray = gray.astype(np.float32)
     peaks = detect_screen_peaks(gray) if peaks is None else peaks
     notched = notch(gray, peaks)
-    grainy = grain_zone(notched)
-    ink = stroke_mask(notched, grainy)
+    periodic = None
+    if peaks:  # where the notches took a screen out
+        periodic = cv2.GaussianBlur((gray - notched) ** 2, (0, 0), TEXTURE_SIGMA) > SCREEN_LEVEL ** 2
+    sparse, dense, grain_run = grain_zone(notched, periodic)
+    ink = stroke_mask(notched, sparse, dense, grain_run)
     out = notched
     weight = (~ink).astype(np.float32)
     longest_period = max((p.period for p in peaks), default=0.0)
     textured = np.zeros(gray.shape, bool)
     for zone, sigma in ((screen_residue(gray, notched, ink), max(MIN_SMOOTHING, 0.45 * longest_period)),
-                        (grainy & ~ink, GRAIN_SMOOTHING)):
+                        (sparse & ~dense & ~ink, GRAIN_SMOOTHING),
+                        (dense & ~ink, max(GRAIN_SMOOTHING, GRAIN_SIGMA_PER_RUN * grain_run))):
         if zone.any():
             smooth = normalized_blur(notched, weight, sigma)
             # Feathered, so the smoothed tone meets the rest without a seam.

@@ -48,9 +48,7 @@ def test_screen_period_and_angle_are_found(kind, period, angle):
     assert angle_diff(best.angle, angle, 90.0 if kind == "dots" else 180.0) < 4.0, (best, angle)
 
 
-@pytest.mark.parametrize("kind", ["dots", "lines", pytest.param("noise", marks=pytest.mark.xfail(
-    strict=True, reason="issue 9 open: a dense noise screen percolates into big grain clusters that the "
-    "speck-based grain zone does not see (docs/quality.md)"))])
+@pytest.mark.parametrize("kind", ["dots", "lines", "noise"])
 def test_descreened_tone_is_flat_and_the_stroke_stays(kind):
     page, inside = patch_page(Screen(kind, 7.0, 45.0))
     raw = gray_of(page).astype(np.float32)
