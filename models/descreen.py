@@ -41,6 +41,8 @@ HARMONICS = 3  # multiples of each peak notched too
 INK_LEVEL = 30  # after notching (1-px blur), darker than this is ink: strokes and solid blacks, never smoothed
 SCREEN_LEVEL = 8.0  # rms (gray levels) of a notched-out screen where it counts as screened paper
 SPECK_AREA = 20  # grains of a noise screen: dark specks or light holes up to this many pixels
+CLUMP_AREA, CLUMP_SIDE, CLUMP_FILL = 48, 9, 0.45  # a few grains stuck together (noise cells up to ~3.5 px)
+MIN_SPECK_DENSITY, SPECK_SHARE = 0.03, 0.4  # or: light grains, yet most of their phase (letters: dots only)
 SPECK_DENSITY = 0.08  # noise screen: share of the pixels around that are grains
 GRAIN_RUN = 4.5  # dense noise screen: mean run (px, as measured by grain_zone) of its longer phase below this
 GRAIN_EDGE_DENSITY = 0.25  # and dark/light transitions per pixel above this (a 5-px stroke: <= 0.17)
@@ -201,11 +203,17 @@ def normalized_blur(img: np.ndarray, weight: np.ndarray, sigma: float) -> np.nda
     return num / np.maximum(den, 1e-3)
 
 
-def _small_components(mask: np.ndarray, max_area: int) -> np.ndarray:
+def _small_components(mask: np.ndarray, max_area: int) -> tuple[np.ndarray, np.ndarray]:
+    """Components of at most `max_area` pixels, or grain clumps: compact components (box
+    side <= CLUMP_SIDE, at least CLUMP_FILL of the box) up to CLUMP_AREA. A letter of thin
+    strokes fills little of its box. Returns (mask of them, their areas)."""
     count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
-    small = stats[:, cv2.CC_STAT_AREA] <= max_area
+    area = stats[:, cv2.CC_STAT_AREA]
+    box_w, box_h = stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_HEIGHT]
+    clump = (area <= CLUMP_AREA) & (np.maximum(box_w, box_h) <= CLUMP_SIDE) & (area >= CLUMP_FILL * box_w * box_h)
+    small = (area <= max_area) | clump
     small[0] = False
-    return small[labels]
+    return small[labels], area[1:][small[1:]]
 
 
 def screen_residue(gray: np.ndarray, notched: np.ndarray, ink: np.ndarray) -> np.ndarray:
@@ -224,18 +232,20 @@ def screen_residue(gray: np.ndarray, notched: np.ndarray, ink: np.ndarray) -> np
 MIN_INK_AREA = 40  # dark specks smaller than this (px) are grains of a noise screen, not strokes
 
 
-def stroke_mask(notched: np.ndarray, sparse: np.ndarray, dense: np.ndarray, grain_run: float) -> np.ndarray:
+def stroke_mask(notched: np.ndarray, sparse: np.ndarray, dense: np.ndarray, grain: tuple[float, float]
+                ) -> np.ndarray:
     """Strokes and solid blacks of a notched page: dark after a 1-px blur, opened by a
-    3x3 cross (grains of a dense noise screen touch each other only thinly), without
-    specks smaller than MIN_INK_AREA; inside `sparse` grain zones, where grains clump,
-    only components of GRAIN_ZONE_INK_AREA or more; inside `dense` ones (grains percolate
-    into clusters of any size) only what a disk wider than a grain fits in."""
+    3x3 cross, without specks smaller than MIN_INK_AREA. Inside grain zones (`sparse`,
+    `dense`; `grain`: their grain sizes) grains clump and stick to the strokes: there a
+    stroke is what a disk GRAIN_STROKE_RUNS grains wide fits in, and in sparse zones a
+    component of GRAIN_ZONE_INK_AREA or more.""" 
     dark = (cv2.GaussianBlur(notched, (0, 0), 1.0) < INK_LEVEL).astype(np.uint8)
     dark = cv2.morphologyEx(dark, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3)))
-    if dense.any():
-        side = 2 * int(round(GRAIN_STROKE_RUNS * grain_run / 2)) + 1
-        solid = cv2.morphologyEx(dark, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (side, side)))
-        dark = np.where(dense, solid, dark)
+    for zone, size in ((dense, grain[1]),):  # sparse grains are specks, the area test below takes them
+        if zone.any() and size > 0:
+            side = max(3, 2 * int(round(GRAIN_STROKE_RUNS * size / 2)) + 1)
+            disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (side, side))
+            dark = np.where(zone, cv2.morphologyEx(dark, cv2.MORPH_OPEN, disk), dark)
     count, labels, stats, _ = cv2.connectedComponentsWithStats(dark, connectivity=8)
     area = stats[:, cv2.CC_STAT_AREA]
     in_grain = np.bincount(labels.ravel(), weights=sparse.ravel().astype(np.float64), minlength=count) > 0.5 * area
@@ -244,18 +254,30 @@ def stroke_mask(notched: np.ndarray, sparse: np.ndarray, dense: np.ndarray, grai
     return keep[labels]
 
 
-def grain_zone(gray: np.ndarray, periodic: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, float]:
+def grain_zone(gray: np.ndarray, periodic: np.ndarray | None = None
+               ) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
     """Where grains are dense (a noise screen, which has no spectral peak): dark specks or
-    light holes no bigger than SPECK_AREA on SPECK_DENSITY of the pixels around (sparse
+    light holes (grains: up to SPECK_AREA, or compact clumps of a few) on SPECK_DENSITY of
+    the pixels around, or on MIN_SPECK_DENSITY making SPECK_SHARE of their phase (sparse
     grains), or a fine texture (dense grains, which percolate into big clusters): both
     phases of the thresholded page cut into runs shorter than GRAIN_RUN on average, with
     dark/light transitions on GRAIN_EDGE_DENSITY of the pixels. A stroke has one long
     phase (the paper beside it), lettering runs longer than grains. Where a `periodic`
     screen was notched out its residue is no noise screen. Returns (sparse zone, dense
-    zone, the dense zone's median run: the grain size that sets the smoothing; 0 if none)."""
+    zone, their grain sizes in px: the specks' median side, the dense zone's median run;
+    0 where a zone is empty). The grain size sets the smoothing and the stroke test."""
     dark = gray < 128
-    specks = _small_components(dark, SPECK_AREA) | _small_components(~dark, SPECK_AREA)
-    sparse = cv2.GaussianBlur(specks.astype(np.float32), (0, 0), TEXTURE_SIGMA) > SPECK_DENSITY
+    sparse = np.zeros(dark.shape, bool)
+    speck_areas = []
+    for phase in (dark, ~dark):  # dark grains on paper, light holes in a dark screen
+        small, areas = _small_components(phase, SPECK_AREA)
+        speck_areas.append(areas)
+        specks = cv2.GaussianBlur(small.astype(np.float32), (0, 0), TEXTURE_SIGMA)
+        share = cv2.GaussianBlur(phase.astype(np.float32), (0, 0), TEXTURE_SIGMA)
+        sparse |= (specks > SPECK_DENSITY) | ((specks > MIN_SPECK_DENSITY) & (specks > SPECK_SHARE * share))
+    # Clumps bigger than the speck rule leave holes in a grain zone: a screen covers an area.
+    disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * int(TEXTURE_SIGMA) + 1,) * 2)
+    sparse = cv2.morphologyEx(sparse.astype(np.uint8), cv2.MORPH_CLOSE, disk) > 0
     d = dark.astype(np.float32)
     edges = np.zeros_like(d)
     edges[:-1] += np.abs(np.diff(d, axis=0))
@@ -269,9 +291,12 @@ def grain_zone(gray: np.ndarray, periodic: np.ndarray | None = None) -> tuple[np
         dense &= ~periodic
     dense = dense.astype(np.uint8)
     # A screen covers an area: what a disk of a window's size does not fit in is a knot of strokes.
-    disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * int(TEXTURE_SIGMA) + 1,) * 2)
     dense = cv2.morphologyEx(dense, cv2.MORPH_OPEN, disk) > 0
-    return sparse, dense, float(np.median(run[dense])) if dense.any() else 0.0
+    areas = np.concatenate(speck_areas)
+    # The grain a speck pixel belongs to (area-weighted median): fragments do not count.
+    speck_side = float(np.sqrt(np.sort(areas)[np.searchsorted(np.cumsum(np.sort(areas)), areas.sum() / 2)])
+                       ) if sparse.any() and len(areas) else 0.0
+    return sparse, dense, (speck_side, float(np.median(run[dense])) if dense.any() else 0.0)
 
 
 def descreen(gray: np.ndarray, peaks: list[ScreenPeak] | None = None) -> Descreened:
@@ -283,15 +308,15 @@ def descreen(gray: np.ndarray, peaks: list[ScreenPeak] | None = None) -> Descree
     periodic = None
     if peaks:  # where the notches took a screen out
         periodic = cv2.GaussianBlur((gray - notched) ** 2, (0, 0), TEXTURE_SIGMA) > SCREEN_LEVEL ** 2
-    sparse, dense, grain_run = grain_zone(notched, periodic)
-    ink = stroke_mask(notched, sparse, dense, grain_run)
+    sparse, dense, grain = grain_zone(notched, periodic)
+    ink = stroke_mask(notched, sparse, dense, grain)
     out = notched
     weight = (~ink).astype(np.float32)
     longest_period = max((p.period for p in peaks), default=0.0)
     textured = np.zeros(gray.shape, bool)
     for zone, sigma in ((screen_residue(gray, notched, ink), max(MIN_SMOOTHING, 0.45 * longest_period)),
-                        (sparse & ~dense & ~ink, GRAIN_SMOOTHING),
-                        (dense & ~ink, max(GRAIN_SMOOTHING, GRAIN_SIGMA_PER_RUN * grain_run))):
+                        (sparse & ~dense & ~ink, max(GRAIN_SMOOTHING, GRAIN_SIGMA_PER_RUN * grain[0])),
+                        (dense & ~ink, max(GRAIN_SMOOTHING, GRAIN_SIGMA_PER_RUN * grain[1]))):
         if zone.any():
             smooth = normalized_blur(notched, weight, sigma)
             # Feathered, so the smoothed tone meets the rest without a seam.
