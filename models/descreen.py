@@ -37,7 +37,6 @@ PEAK_RATIO = 12.0  # a screen peak (or harmonic) stands this far above its spect
 SCREEN_RATIO = 30.0  # a page has a periodic screen when some peak stands this far (fundamentals: 40-250)
 PEAK_BACKGROUND = 11  # bins of the median filter estimating that neighborhood
 NOTCH_SIGMA = 1.5 / TILE  # Gaussian notch width (cycles per pixel)
-HARMONIC_SHARE = 0.1  # a long-period fundamental explains a peak when it stands this share of the peak's excess
 HARMONICS = 3  # multiples of each peak notched too
 INK_LEVEL = 30  # after notching (1-px blur), darker than this is ink: strokes and solid blacks, never smoothed
 SCREEN_LEVEL = 8.0  # rms (gray levels) of a notched-out screen where it counts as screened paper
@@ -136,21 +135,29 @@ def detect_screen_peaks(gray: np.ndarray) -> list[ScreenPeak]:
 def _content_harmonics(found: np.ndarray, excess: np.ndarray, fxx: np.ndarray, fyy: np.ndarray) -> np.ndarray:
     """Peaks that are harmonics of a fundamental below MIN_FREQUENCY: a drawn pattern with a
     long period (stripes every 30 px) has harmonics in the screen band, but a screen's own
-    fundamental is in the band. A peak at f is such a harmonic when f/k (k = 2, 3, ...)
-    lies below the band and the spectrum peaks there too (SCREEN_RATIO above its
-    neighborhood, within a bin, and at least HARMONIC_SHARE of the peak's own excess)."""
+    fundamental is in the band. A peak at f is the k-th harmonic of f0 = f/k (k = 2, 3, ...,
+    f0 below the band) when the spectrum peaks at f0 too (SCREEN_RATIO above its
+    neighborhood) and at all but one of the multiples of f0 up to f (PEAK_RATIO): a
+    harmonic series, which the page's own low frequencies next to a screen are not."""
     drop = np.zeros_like(found)
     rows, cols = excess.shape
+
+    def excess_near(fx: float, fy: float) -> float:
+        by, bx = fy * TILE + TILE // 2, fx * TILE
+        window = excess[max(0, int(np.floor(by))):min(rows, int(np.floor(by)) + 2),
+                        max(0, int(np.floor(bx))):min(cols, int(np.floor(bx)) + 2)]
+        return float(window.max()) if window.size else -np.inf
+
     for y, x in zip(*np.nonzero(found)):
-        f = float(np.hypot(fxx[y, x], fyy[y, x]))
-        for k in range(2, int(f * TILE) + 1):
+        fx, fy = float(fxx[y, x]), float(fyy[y, x])
+        f = float(np.hypot(fx, fy))
+        for k in range(2, int(f * TILE / 2) + 1):
             if f / k >= MIN_FREQUENCY:
                 continue
-            if f / k < 2.0 / TILE:  # next to DC: the page's own low frequencies
-                break
-            by, bx = fyy[y, x] / k * TILE + TILE // 2, fxx[y, x] / k * TILE
-            window = excess[max(0, int(by) - 1):min(rows, int(by) + 3), max(0, int(bx) - 1):min(cols, int(bx) + 3)]
-            if window.size and window.max() > max(np.log(SCREEN_RATIO), excess[y, x] + np.log(HARMONIC_SHARE)):
+            if excess_near(fx / k, fy / k) < np.log(SCREEN_RATIO):
+                continue
+            series = sum(excess_near(j * fx / k, j * fy / k) > np.log(PEAK_RATIO) for j in range(2, k))
+            if series >= k - 3:
                 drop[y, x] = True
                 break
     return drop

@@ -56,6 +56,7 @@ ALL_INK_SHARE = 0.9  # a page with more ink than this share is black
 ALL_SCREEN_SHARE = 0.8  # a tone page screened over this share of it is all screentone
 MAX_REPORTED_REGIONS = 40  # low-confidence regions listed per page (largest first)
 BARE_PAPER_L = 240.0  # OpenCV Lab L (0..255) of gray ~238: a tone-page region this light is unscreened paper
+TONE_SHADING_SIGMA = 3.0  # px: shading inside a tone region, smoother than any screen's residue
 SURE = 0.6  # regions this sure (vote share) teach the gray -> lightness map
 
 
@@ -355,10 +356,14 @@ def tone_lightness(fill: np.ndarray, shade: np.ndarray, labels: np.ndarray) -> n
     to ~15 levels, so the regions' own colors, not the screen's mean, set the level."""
     page_l = cv2.cvtColor(cv2.cvtColor(shade, cv2.COLOR_GRAY2RGB), cv2.COLOR_RGB2LAB)[..., 0].astype(np.float32)
     fill_l = cv2.cvtColor(fill, cv2.COLOR_RGB2LAB)[..., 0].astype(np.float32)
+    # The shading is smooth; what descreening left at the screen's frequency is not shading.
+    paper = (labels > 0).astype(np.float32)
+    smooth_l = cv2.GaussianBlur(page_l * paper, (0, 0), TONE_SHADING_SIGMA) / np.maximum(
+        cv2.GaussianBlur(paper, (0, 0), TONE_SHADING_SIGMA), 1e-3)
     flat = labels.ravel()
     count = np.bincount(flat)
     region_mean = np.bincount(flat, weights=page_l.ravel()) / np.maximum(count, 1)
-    target = fill_l + page_l - region_mean[labels].astype(np.float32)
+    target = fill_l + smooth_l - region_mean[labels].astype(np.float32)
     # Bare paper (a light color printed unscreened) and ink show what the page shows.
     screened = (labels > 0) & (region_mean[labels] < BARE_PAPER_L)
     return np.clip(np.where(screened, target, page_l) + 0.5, 0, 255).astype(np.uint8)
