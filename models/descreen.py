@@ -132,6 +132,9 @@ def detect_screen_peaks(gray: np.ndarray) -> list[ScreenPeak]:
     return peaks if peaks and peaks[0].strength >= SCREEN_RATIO else []
 
 
+ALIASES = [(0, 0)] + [(ax, ay) for ax in (-1, 0, 1) for ay in (-1, 0, 1) if (ax, ay) != (0, 0)]
+
+
 def _content_harmonics(found: np.ndarray, excess: np.ndarray, fxx: np.ndarray, fyy: np.ndarray) -> np.ndarray:
     """Peaks that are harmonics of a fundamental below MIN_FREQUENCY: a drawn pattern with a
     long period (stripes every 30 px) has harmonics in the screen band, but a screen's own
@@ -143,22 +146,28 @@ def _content_harmonics(found: np.ndarray, excess: np.ndarray, fxx: np.ndarray, f
     rows, cols = excess.shape
 
     def excess_near(fx: float, fy: float) -> float:
+        fx, fy = (fx + 0.5) % 1.0 - 0.5, (fy + 0.5) % 1.0 - 0.5  # aliased frequencies wrap
+        if fx < 0:  # the spectrum holds fx >= 0: the conjugate
+            fx, fy = -fx, -fy
         by, bx = fy * TILE + TILE // 2, fx * TILE
         window = excess[max(0, int(np.floor(by))):min(rows, int(np.floor(by)) + 2),
                         max(0, int(np.floor(bx))):min(cols, int(np.floor(bx)) + 2)]
         return float(window.max()) if window.size else -np.inf
 
     for y, x in zip(*np.nonzero(found)):
-        fx, fy = float(fxx[y, x]), float(fyy[y, x])
-        f = float(np.hypot(fx, fy))
-        for k in range(2, int(f * TILE / 2) + 1):
-            if f / k >= MIN_FREQUENCY:
-                continue
-            if excess_near(fx / k, fy / k) < np.log(SCREEN_RATIO):
-                continue
-            series = sum(excess_near(j * fx / k, j * fy / k) > np.log(PEAK_RATIO) for j in range(2, k))
-            if series >= k - 3:
-                drop[y, x] = True
+        for ax, ay in ALIASES:  # the peak may be an aliased harmonic: k f0 = f + (ax, ay)
+            fx, fy = float(fxx[y, x]) + ax, float(fyy[y, x]) + ay
+            f = float(np.hypot(fx, fy))
+            for k in range(2, int(f * TILE / 2) + 1):
+                if f / k >= MIN_FREQUENCY:
+                    continue
+                if excess_near(fx / k, fy / k) < np.log(SCREEN_RATIO):
+                    continue
+                series = sum(excess_near(j * fx / k, j * fy / k) > np.log(PEAK_RATIO) for j in range(2, k))
+                if series >= k - 3:
+                    drop[y, x] = True
+                    break
+            if drop[y, x]:
                 break
     return drop
 
