@@ -41,7 +41,7 @@ HARMONICS = 3  # multiples of each peak notched too
 INK_LEVEL = 30  # after notching (1-px blur), darker than this is ink: strokes and solid blacks, never smoothed
 SCREEN_LEVEL = 8.0  # rms (gray levels) of a notched-out screen where it counts as screened paper
 SPECK_AREA = 20  # grains of a noise screen: dark specks or light holes up to this many pixels
-CLUMP_AREA, CLUMP_SIDE, CLUMP_FILL = 48, 9, 0.45  # a few grains stuck together (noise cells up to ~3.5 px)
+CLUMP_AREA, CLUMP_SIDE, CLUMP_FILL, CLUMP_ASPECT = 48, 9, 0.45, 2.5  # a few grains stuck together (noise cells up to ~3.5 px)
 MIN_SPECK_DENSITY, SPECK_SHARE = 0.03, 0.4  # or: light grains, yet most of their phase (letters: dots only)
 SPECK_DENSITY = 0.08  # noise screen: share of the pixels around that are grains
 GRAIN_RUN = 4.5  # dense noise screen: mean run (px, as measured by grain_zone) of its longer phase below this
@@ -244,17 +244,21 @@ def normalized_blur(img: np.ndarray, weight: np.ndarray, sigma: float) -> np.nda
     return num / np.maximum(den, 1e-3)
 
 
-def _small_components(mask: np.ndarray, max_area: int) -> tuple[np.ndarray, np.ndarray]:
+def _small_components(mask: np.ndarray, max_area: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Components of at most `max_area` pixels, or grain clumps: compact components (box
-    side <= CLUMP_SIDE, at least CLUMP_FILL of the box) up to CLUMP_AREA. A letter of thin
-    strokes fills little of its box. Returns (mask of them, their areas)."""
+    side <= CLUMP_SIDE, at least CLUMP_FILL of the box, box aspect <= CLUMP_ASPECT) up to
+    CLUMP_AREA. A letter of thin strokes fills little of its box, a piece of a broken thin
+    stroke is long or (diagonal) fills little of it. Returns (mask of them, mask of the
+    compact ones, their areas)."""
     count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
     area = stats[:, cv2.CC_STAT_AREA]
     box_w, box_h = stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_HEIGHT]
-    clump = (area <= CLUMP_AREA) & (np.maximum(box_w, box_h) <= CLUMP_SIDE) & (area >= CLUMP_FILL * box_w * box_h)
+    compact = (area >= CLUMP_FILL * box_w * box_h) & (np.maximum(box_w, box_h) <= CLUMP_ASPECT * np.minimum(box_w, box_h))
+    clump = compact & (area <= CLUMP_AREA) & (np.maximum(box_w, box_h) <= CLUMP_SIDE)
     small = (area <= max_area) | clump
     small[0] = False
-    return small[labels], area[1:][small[1:]]
+    compact &= small
+    return small[labels], compact[labels], area[1:][small[1:]]
 
 
 def screen_residue(gray: np.ndarray, notched: np.ndarray, ink: np.ndarray) -> np.ndarray:
@@ -311,11 +315,12 @@ def grain_zone(gray: np.ndarray, periodic: np.ndarray | None = None
     sparse = np.zeros(dark.shape, bool)
     speck_areas = []
     for phase in (dark, ~dark):  # dark grains on paper, light holes in a dark screen
-        small, areas = _small_components(phase, SPECK_AREA)
+        small, compact, areas = _small_components(phase, SPECK_AREA)
         speck_areas.append(areas)
         specks = cv2.GaussianBlur(small.astype(np.float32), (0, 0), TEXTURE_SIGMA)
+        grains = cv2.GaussianBlur(compact.astype(np.float32), (0, 0), TEXTURE_SIGMA)
         share = cv2.GaussianBlur(phase.astype(np.float32), (0, 0), TEXTURE_SIGMA)
-        sparse |= (specks > SPECK_DENSITY) | ((specks > MIN_SPECK_DENSITY) & (specks > SPECK_SHARE * share))
+        sparse |= (specks > SPECK_DENSITY) | ((grains > MIN_SPECK_DENSITY) & (grains > SPECK_SHARE * share))
     # Clumps bigger than the speck rule leave holes in a grain zone: a screen covers an area.
     disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * int(TEXTURE_SIGMA) + 1,) * 2)
     sparse = cv2.morphologyEx(sparse.astype(np.uint8), cv2.MORPH_CLOSE, disk) > 0
