@@ -22,6 +22,7 @@ Both steps see several screens on one page. The page's paper is white-balanced f
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 import cv2
@@ -237,6 +238,14 @@ def _notch_at(keep: np.ndarray, bx: float, by: float, sx: float, sy: float, reac
     keep[np.ix_(ys % rows, xs)] *= (1.0 - gy * gx).astype(np.float32)
 
 
+def window_mean(img: np.ndarray) -> np.ndarray:
+    """Mean over a Gaussian window of TEXTURE_SIGMA, computed at half resolution: such a
+    wide window's mean is smooth, and the texture measures take several per page."""
+    h, w = img.shape
+    small = cv2.resize(img.astype(np.float32), ((w + 1) // 2, (h + 1) // 2), interpolation=cv2.INTER_AREA)
+    return cv2.resize(cv2.GaussianBlur(small, (0, 0), TEXTURE_SIGMA / 2), (w, h), interpolation=cv2.INTER_LINEAR)
+
+
 def normalized_blur(img: np.ndarray, weight: np.ndarray, sigma: float) -> np.ndarray:
     """Gaussian average of img over the pixels where weight > 0 (normalized convolution)."""
     num = cv2.GaussianBlur(img * weight, (0, 0), sigma)
@@ -268,9 +277,9 @@ def screen_residue(gray: np.ndarray, notched: np.ndarray, ink: np.ndarray) -> np
     removed = gray - notched
     near_ink = cv2.dilate(ink.astype(np.uint8), np.ones((7, 7), np.uint8)) > 0
     removed[near_ink] = 0.0
-    energy = cv2.GaussianBlur(removed * removed, (0, 0), TEXTURE_SIGMA)
+    energy = window_mean(removed * removed)
     detail = notched - cv2.GaussianBlur(notched, (0, 0), 1.5)
-    kept = cv2.GaussianBlur(detail * detail, (0, 0), TEXTURE_SIGMA)
+    kept = window_mean(detail * detail)
     return (energy > SCREEN_LEVEL ** 2) & (energy > kept) & ~ink
 
 
@@ -312,24 +321,23 @@ def grain_zone(gray: np.ndarray, periodic: np.ndarray | None = None
     zone, their grain sizes in px: the specks' median side, the dense zone's median run;
     0 where a zone is empty). The grain size sets the smoothing and the stroke test."""
     dark = gray < 128
+    d = dark.astype(np.float32)
+    dark_share = window_mean(d)
     sparse = np.zeros(dark.shape, bool)
     speck_areas = []
     for phase in (dark, ~dark):  # dark grains on paper, light holes in a dark screen
         small, compact, areas = _small_components(phase, SPECK_AREA)
         speck_areas.append(areas)
-        specks = cv2.GaussianBlur(small.astype(np.float32), (0, 0), TEXTURE_SIGMA)
-        grains = cv2.GaussianBlur(compact.astype(np.float32), (0, 0), TEXTURE_SIGMA)
-        share = cv2.GaussianBlur(phase.astype(np.float32), (0, 0), TEXTURE_SIGMA)
+        specks, grains = window_mean(small), window_mean(compact)
+        share = dark_share if phase is dark else 1.0 - dark_share
         sparse |= (specks > SPECK_DENSITY) | ((grains > MIN_SPECK_DENSITY) & (grains > SPECK_SHARE * share))
     # Clumps bigger than the speck rule leave holes in a grain zone: a screen covers an area.
     disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * int(TEXTURE_SIGMA) + 1,) * 2)
     sparse = cv2.morphologyEx(sparse.astype(np.uint8), cv2.MORPH_CLOSE, disk) > 0
-    d = dark.astype(np.float32)
     edges = np.zeros_like(d)
     edges[:-1] += np.abs(np.diff(d, axis=0))
     edges[:, :-1] += np.abs(np.diff(d, axis=1))
-    edge_density = cv2.GaussianBlur(edges, (0, 0), TEXTURE_SIGMA)
-    dark_share = cv2.GaussianBlur(d, (0, 0), TEXTURE_SIGMA)
+    edge_density = window_mean(edges)
     # Mean run of the longer phase: its share over the transitions per pixel (x and y).
     run = 2.0 * np.maximum(dark_share, 1.0 - dark_share) / np.maximum(edge_density, 1e-3)
     dense = (run < GRAIN_RUN) & (edge_density > GRAIN_EDGE_DENSITY)
@@ -345,18 +353,49 @@ def grain_zone(gray: np.ndarray, periodic: np.ndarray | None = None
     return sparse, dense, (speck_side, float(np.median(run[dense])) if dense.any() else 0.0)
 
 
+def _zone_box(zone: np.ndarray, margin: int) -> tuple[slice, slice]:
+    """The zone's bounding box grown by `margin` (smoothing a small zone costs little)."""
+    ys, xs = np.nonzero(zone.any(axis=1))[0], np.nonzero(zone.any(axis=0))[0]
+    h, w = zone.shape
+    return (slice(max(0, ys[0] - margin), min(h, ys[-1] + margin + 1)),
+            slice(max(0, xs[0] - margin), min(w, xs[-1] + margin + 1)))
+
+
+CACHED_PAGES = 2  # descreened pages remembered (line extraction and the colorizer see the same page)
+_cache: dict[bytes, Descreened] = {}
+
+
 def descreen(gray: np.ndarray, peaks: list[ScreenPeak] | None = None) -> Descreened:
     """Flatten the page's screens (see the module docstring). `gray`: uint8 or float, 0..255,
-    white-balanced; `peaks`: from detect_screen_peaks (computed when None)."""
+    white-balanced; `peaks`: from detect_screen_peaks (computed when None). With peaks None
+    the result of the last CACHED_PAGES pages is reused (its arrays are read-only): a
+    pipeline descreens a tone page in line extraction and again in the colorizer."""
     gray = gray.astype(np.float32)
-    peaks = detect_screen_peaks(gray) if peaks is None else peaks
+    if peaks is not None:
+        return _descreen(gray, peaks)
+    key = hashlib.blake2b(gray.tobytes(), digest_size=16).digest() + repr(gray.shape).encode()
+    if key not in _cache:
+        result = _descreen(gray, detect_screen_peaks(gray))
+        for array in (result.gray, result.ink):
+            array.flags.writeable = False
+        while len(_cache) >= CACHED_PAGES:
+            _cache.pop(next(iter(_cache)))
+        _cache[key] = result
+    return _cache[key]
+
+
+def clear_cache() -> None:
+    _cache.clear()
+
+
+def _descreen(gray: np.ndarray, peaks: list[ScreenPeak]) -> Descreened:
     notched = notch(gray, peaks)
     periodic = None
     if peaks:  # where the notches took a screen out
-        periodic = cv2.GaussianBlur((gray - notched) ** 2, (0, 0), TEXTURE_SIGMA) > SCREEN_LEVEL ** 2
+        periodic = window_mean((gray - notched) ** 2) > SCREEN_LEVEL ** 2
     sparse, dense, grain = grain_zone(notched, periodic)
     ink = stroke_mask(notched, sparse, dense, grain)
-    out = notched
+    out = notched.copy()
     weight = (~ink).astype(np.float32)
     longest_period = max((p.period for p in peaks), default=0.0)
     textured = np.zeros(gray.shape, bool)
@@ -364,10 +403,11 @@ def descreen(gray: np.ndarray, peaks: list[ScreenPeak] | None = None) -> Descree
                         (sparse & ~dense & ~ink, max(GRAIN_SMOOTHING, GRAIN_SIGMA_PER_RUN * grain[0])),
                         (dense & ~ink, max(GRAIN_SMOOTHING, GRAIN_SIGMA_PER_RUN * grain[1]))):
         if zone.any():
-            smooth = normalized_blur(notched, weight, sigma)
+            box = _zone_box(zone, int(3 * sigma) + 4)
+            smooth = normalized_blur(notched[box], weight[box], sigma)
             # Feathered, so the smoothed tone meets the rest without a seam.
-            blend = cv2.GaussianBlur(zone.astype(np.float32), (0, 0), 1.5)
-            out = out * (1.0 - blend) + smooth * blend
+            blend = cv2.GaussianBlur(zone[box].astype(np.float32), (0, 0), 1.5)
+            out[box] = out[box] * (1.0 - blend) + smooth * blend
             textured |= zone
     out[ink] = notched[ink]
     return Descreened(np.clip(out, 0, 255), peaks, float(textured.mean()), ink)
