@@ -42,7 +42,7 @@ HARMONICS = 3  # multiples of each peak notched too
 INK_LEVEL = 30  # after notching (1-px blur), darker than this is ink: strokes and solid blacks, never smoothed
 SCREEN_LEVEL = 8.0  # rms (gray levels) of a notched-out screen where it counts as screened paper
 SPECK_AREA = 20  # grains of a noise screen: dark specks or light holes up to this many pixels
-CLUMP_AREA, CLUMP_SIDE, CLUMP_FILL, CLUMP_ASPECT = 48, 9, 0.45, 2.5  # a few grains stuck together (noise cells up to ~3.5 px)
+CLUMP_FILL, CLUMP_ASPECT = 0.45, 2.5  # a grain (a speck that counts as a light grain) is this compact
 MIN_SPECK_DENSITY, SPECK_SHARE = 0.03, 0.4  # or: light grains, yet most of their phase (letters: dots only)
 SPECK_DENSITY = 0.08  # noise screen: share of the pixels around that are grains
 GRAIN_RUN = 4.5  # dense noise screen: mean run (px, as measured by grain_zone) of its longer phase below this
@@ -254,17 +254,14 @@ def normalized_blur(img: np.ndarray, weight: np.ndarray, sigma: float) -> np.nda
 
 
 def _small_components(mask: np.ndarray, max_area: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Components of at most `max_area` pixels, or grain clumps: compact components (box
-    side <= CLUMP_SIDE, at least CLUMP_FILL of the box, box aspect <= CLUMP_ASPECT) up to
-    CLUMP_AREA. A letter of thin strokes fills little of its box, a piece of a broken thin
-    stroke is long or (diagonal) fills little of it. Returns (mask of them, mask of the
-    compact ones, their areas)."""
+    """Components of at most `max_area` pixels. Returns (mask of them, mask of the compact
+    ones: at least CLUMP_FILL of their box, box aspect <= CLUMP_ASPECT, i.e. grains, not
+    pieces of a thin stroke broken by downscaling, which are long or diagonal; their areas)."""
     count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
     area = stats[:, cv2.CC_STAT_AREA]
     box_w, box_h = stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_HEIGHT]
     compact = (area >= CLUMP_FILL * box_w * box_h) & (np.maximum(box_w, box_h) <= CLUMP_ASPECT * np.minimum(box_w, box_h))
-    clump = compact & (area <= CLUMP_AREA) & (np.maximum(box_w, box_h) <= CLUMP_SIDE)
-    small = (area <= max_area) | clump
+    small = area <= max_area
     small[0] = False
     compact &= small
     return small[labels], compact[labels], area[1:][small[1:]]
@@ -311,9 +308,8 @@ def stroke_mask(notched: np.ndarray, sparse: np.ndarray, dense: np.ndarray, grai
 def grain_zone(gray: np.ndarray, periodic: np.ndarray | None = None
                ) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
     """Where grains are dense (a noise screen, which has no spectral peak): dark specks or
-    light holes (grains: up to SPECK_AREA, or compact clumps of a few) on SPECK_DENSITY of
-    the pixels around, or on MIN_SPECK_DENSITY making SPECK_SHARE of their phase (sparse
-    grains), or a fine texture (dense grains, which percolate into big clusters): both
+    light holes (up to SPECK_AREA) on SPECK_DENSITY of the pixels around, or compact ones on
+    MIN_SPECK_DENSITY making SPECK_SHARE of their phase (sparse grains), or a fine texture (dense grains, which percolate into big clusters): both
     phases of the thresholded page cut into runs shorter than GRAIN_RUN on average, with
     dark/light transitions on GRAIN_EDGE_DENSITY of the pixels. A stroke has one long
     phase (the paper beside it), lettering runs longer than grains. Where a `periodic`

@@ -21,9 +21,10 @@ and fill each with the color its counterparts wear in ALL retrieved references.
    border-touching too, and the frame neither registers references nor holds fills.
 5. **Composite**: ink and tiny regions take the nearest decided color; line pages multiply
    the fill by the page's gray (crisp strokes; colored trace lines take their region's
-   color); gray and tone pages take chroma from the fill and lightness from the (white-
-   balanced, descreened) page, or from the original screen with `colorize.tone_output:
-   screen`.
+   color); gray pages take chroma from the fill and lightness from the (white-balanced)
+   page; tone pages take each region's lightness from its fill plus the descreened page's
+   smooth shading inside it (a screen's coverage is not the drawing's gray: see
+   tone_lightness), or the original screen with `colorize.tone_output: screen`.
 """
 
 from __future__ import annotations
