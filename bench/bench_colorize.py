@@ -112,7 +112,10 @@ def bench(name, page, refs, repeat: int, work_size: int) -> dict:
                     resize_longest(r.lines, work_size), r.score) for r in refs]
     colorizer = RegionColorizer.from_config(config)
     times = {"lines": [], "colorize": [], "total": [], "total_cpu": []}
+    from chromaflow.models.descreen import clear_cache
+
     for _ in range(repeat):
+        clear_cache()  # every repeat descreens the page afresh (a page is descreened once per job)
         c0, t0 = time.process_time(), time.perf_counter()
         art = extract_lines(page, config.lines)
         t1 = time.perf_counter()

@@ -22,6 +22,7 @@ Both steps see several screens on one page. The page's paper is white-balanced f
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 import cv2
@@ -41,10 +42,16 @@ HARMONICS = 3  # multiples of each peak notched too
 INK_LEVEL = 30  # after notching (1-px blur), darker than this is ink: strokes and solid blacks, never smoothed
 SCREEN_LEVEL = 8.0  # rms (gray levels) of a notched-out screen where it counts as screened paper
 SPECK_AREA = 20  # grains of a noise screen: dark specks or light holes up to this many pixels
+CLUMP_FILL, CLUMP_ASPECT = 0.45, 2.5  # a grain (a speck that counts as a light grain) is this compact
+MIN_SPECK_DENSITY, SPECK_SHARE = 0.03, 0.4  # or: light grains, yet most of their phase (letters: dots only)
 SPECK_DENSITY = 0.08  # noise screen: share of the pixels around that are grains
+GRAIN_RUN = 4.5  # dense noise screen: mean run (px, as measured by grain_zone) of its longer phase below this
+GRAIN_EDGE_DENSITY = 0.25  # and dark/light transitions per pixel above this (a 5-px stroke: <= 0.17)
 TEXTURE_SIGMA = 6.0  # window of those measures (px)
 MIN_SMOOTHING = 2.5  # residue smoothing sigma (px); periodic screens use 0.45 x period if larger
-GRAIN_SMOOTHING = 4.0  # noise-screen smoothing sigma (px)
+GRAIN_SMOOTHING = 4.0  # noise-screen smoothing sigma (px), at least
+GRAIN_STROKE_RUNS = 1.5  # in a dense noise zone a stroke is dark over a disk this many grain runs wide
+GRAIN_SIGMA_PER_RUN = 2.5  # dense noise: sigma per px of grain run (the mean of ~40 grains: rms ~1/6 of the grains')
 GRAIN_ZONE_INK_AREA = 160  # in grain zones, dark clumps smaller than this are grains, not strokes
 PAPER_PERCENTILE = 99.0  # the paper's color is this percentile of each channel
 
@@ -113,6 +120,7 @@ def detect_screen_peaks(gray: np.ndarray) -> list[ScreenPeak]:
     found &= _isolated(log_power)
     # fx == 0 column: keep one of each conjugate pair (fy > 0).
     found[:, 0] &= fyy[:, 0] > 0
+    found &= ~_content_harmonics(found, excess, fxx, fyy)
     peaks = []
     for y, x in zip(*np.nonzero(found)):
         f = float(radius[y, x])
@@ -123,6 +131,46 @@ def detect_screen_peaks(gray: np.ndarray) -> list[ScreenPeak]:
     # Weak peaks alone are regular content (parallel strokes, hatching); with a screen they
     # are its harmonics.
     return peaks if peaks and peaks[0].strength >= SCREEN_RATIO else []
+
+
+ALIASES = [(0, 0)] + [(ax, ay) for ax in (-1, 0, 1) for ay in (-1, 0, 1) if (ax, ay) != (0, 0)]
+
+
+def _content_harmonics(found: np.ndarray, excess: np.ndarray, fxx: np.ndarray, fyy: np.ndarray) -> np.ndarray:
+    """Peaks that are harmonics of a fundamental below MIN_FREQUENCY: a drawn pattern with a
+    long period (stripes every 30 px) has harmonics in the screen band, but a screen's own
+    fundamental is in the band. A peak at f is the k-th harmonic of f0 = f/k (k = 2, 3, ...,
+    f0 below the band) when the spectrum peaks at f0 too (SCREEN_RATIO above its
+    neighborhood) and at all but one of the multiples of f0 up to f (PEAK_RATIO): a
+    harmonic series, which the page's own low frequencies next to a screen are not."""
+    drop = np.zeros_like(found)
+    rows, cols = excess.shape
+
+    def excess_near(fx: float, fy: float) -> float:
+        fx, fy = (fx + 0.5) % 1.0 - 0.5, (fy + 0.5) % 1.0 - 0.5  # aliased frequencies wrap
+        if fx < 0:  # the spectrum holds fx >= 0: the conjugate
+            fx, fy = -fx, -fy
+        by, bx = fy * TILE + TILE // 2, fx * TILE
+        window = excess[max(0, int(np.floor(by))):min(rows, int(np.floor(by)) + 2),
+                        max(0, int(np.floor(bx))):min(cols, int(np.floor(bx)) + 2)]
+        return float(window.max()) if window.size else -np.inf
+
+    for y, x in zip(*np.nonzero(found)):
+        for ax, ay in ALIASES:  # the peak may be an aliased harmonic: k f0 = f + (ax, ay)
+            fx, fy = float(fxx[y, x]) + ax, float(fyy[y, x]) + ay
+            f = float(np.hypot(fx, fy))
+            for k in range(2, int(f * TILE / 2) + 1):
+                if f / k >= MIN_FREQUENCY:
+                    continue
+                if excess_near(fx / k, fy / k) < np.log(SCREEN_RATIO):
+                    continue
+                series = sum(excess_near(j * fx / k, j * fy / k) > np.log(PEAK_RATIO) for j in range(2, k))
+                if series >= k - 3:
+                    drop[y, x] = True
+                    break
+            if drop[y, x]:
+                break
+    return drop
 
 
 def _isolated(log_power: np.ndarray) -> np.ndarray:
@@ -190,6 +238,14 @@ def _notch_at(keep: np.ndarray, bx: float, by: float, sx: float, sy: float, reac
     keep[np.ix_(ys % rows, xs)] *= (1.0 - gy * gx).astype(np.float32)
 
 
+def window_mean(img: np.ndarray) -> np.ndarray:
+    """Mean over a Gaussian window of TEXTURE_SIGMA, computed at half resolution: such a
+    wide window's mean is smooth, and the texture measures take several per page."""
+    h, w = img.shape
+    small = cv2.resize(img.astype(np.float32), ((w + 1) // 2, (h + 1) // 2), interpolation=cv2.INTER_AREA)
+    return cv2.resize(cv2.GaussianBlur(small, (0, 0), TEXTURE_SIGMA / 2), (w, h), interpolation=cv2.INTER_LINEAR)
+
+
 def normalized_blur(img: np.ndarray, weight: np.ndarray, sigma: float) -> np.ndarray:
     """Gaussian average of img over the pixels where weight > 0 (normalized convolution)."""
     num = cv2.GaussianBlur(img * weight, (0, 0), sigma)
@@ -197,11 +253,18 @@ def normalized_blur(img: np.ndarray, weight: np.ndarray, sigma: float) -> np.nda
     return num / np.maximum(den, 1e-3)
 
 
-def _small_components(mask: np.ndarray, max_area: int) -> np.ndarray:
+def _small_components(mask: np.ndarray, max_area: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Components of at most `max_area` pixels. Returns (mask of them, mask of the compact
+    ones: at least CLUMP_FILL of their box, box aspect <= CLUMP_ASPECT, i.e. grains, not
+    pieces of a thin stroke broken by downscaling, which are long or diagonal; their areas)."""
     count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
-    small = stats[:, cv2.CC_STAT_AREA] <= max_area
+    area = stats[:, cv2.CC_STAT_AREA]
+    box_w, box_h = stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_HEIGHT]
+    compact = (area >= CLUMP_FILL * box_w * box_h) & (np.maximum(box_w, box_h) <= CLUMP_ASPECT * np.minimum(box_w, box_h))
+    small = area <= max_area
     small[0] = False
-    return small[labels]
+    compact &= small
+    return small[labels], compact[labels], area[1:][small[1:]]
 
 
 def screen_residue(gray: np.ndarray, notched: np.ndarray, ink: np.ndarray) -> np.ndarray:
@@ -211,58 +274,136 @@ def screen_residue(gray: np.ndarray, notched: np.ndarray, ink: np.ndarray) -> np
     removed = gray - notched
     near_ink = cv2.dilate(ink.astype(np.uint8), np.ones((7, 7), np.uint8)) > 0
     removed[near_ink] = 0.0
-    energy = cv2.GaussianBlur(removed * removed, (0, 0), TEXTURE_SIGMA)
+    energy = window_mean(removed * removed)
     detail = notched - cv2.GaussianBlur(notched, (0, 0), 1.5)
-    kept = cv2.GaussianBlur(detail * detail, (0, 0), TEXTURE_SIGMA)
+    kept = window_mean(detail * detail)
     return (energy > SCREEN_LEVEL ** 2) & (energy > kept) & ~ink
 
 
 MIN_INK_AREA = 40  # dark specks smaller than this (px) are grains of a noise screen, not strokes
 
 
-def stroke_mask(notched: np.ndarray, grainy: np.ndarray) -> np.ndarray:
+def stroke_mask(notched: np.ndarray, sparse: np.ndarray, dense: np.ndarray, grain: tuple[float, float]
+                ) -> np.ndarray:
     """Strokes and solid blacks of a notched page: dark after a 1-px blur, opened by a
-    3x3 cross (grains of a dense noise screen touch each other only thinly), without
-    specks smaller than MIN_INK_AREA; inside `grainy` zones (noise screens), where grains
-    clump, only components of GRAIN_ZONE_INK_AREA or more."""
+    3x3 cross, without specks smaller than MIN_INK_AREA. Inside grain zones (`sparse`,
+    `dense`; `grain`: their grain sizes) grains clump and stick to the strokes: there a
+    stroke is what a disk GRAIN_STROKE_RUNS grains wide fits in, and in sparse zones a
+    component of GRAIN_ZONE_INK_AREA or more.""" 
     dark = (cv2.GaussianBlur(notched, (0, 0), 1.0) < INK_LEVEL).astype(np.uint8)
     dark = cv2.morphologyEx(dark, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3)))
+    for zone, size in ((dense, grain[1]),):  # sparse grains are specks, the area test below takes them
+        if zone.any() and size > 0:
+            side = max(3, 2 * int(round(GRAIN_STROKE_RUNS * size / 2)) + 1)
+            disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (side, side))
+            dark = np.where(zone, cv2.morphologyEx(dark, cv2.MORPH_OPEN, disk), dark)
     count, labels, stats, _ = cv2.connectedComponentsWithStats(dark, connectivity=8)
     area = stats[:, cv2.CC_STAT_AREA]
-    in_grain = np.bincount(labels.ravel(), weights=grainy.ravel().astype(np.float64), minlength=count) > 0.5 * area
+    in_grain = np.bincount(labels.ravel(), weights=sparse.ravel().astype(np.float64), minlength=count) > 0.5 * area
     keep = (area >= MIN_INK_AREA) & (~in_grain | (area >= GRAIN_ZONE_INK_AREA))
     keep[0] = False
     return keep[labels]
 
 
-def grain_zone(gray: np.ndarray) -> np.ndarray:
-    """Where grains are dense: dark specks or light holes no bigger than SPECK_AREA on
-    SPECK_DENSITY of the pixels around (a noise screen, which has no spectral peak).
-    Letters and strokes are bigger than grains, so lettering is no grain zone."""
+def grain_zone(gray: np.ndarray, periodic: np.ndarray | None = None
+               ) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
+    """Where grains are dense (a noise screen, which has no spectral peak): dark specks or
+    light holes (up to SPECK_AREA) on SPECK_DENSITY of the pixels around, or compact ones on
+    MIN_SPECK_DENSITY making SPECK_SHARE of their phase (sparse grains), or a fine texture (dense grains, which percolate into big clusters): both
+    phases of the thresholded page cut into runs shorter than GRAIN_RUN on average, with
+    dark/light transitions on GRAIN_EDGE_DENSITY of the pixels. A stroke has one long
+    phase (the paper beside it), lettering runs longer than grains. Where a `periodic`
+    screen was notched out its residue is no noise screen. Returns (sparse zone, dense
+    zone, their grain sizes in px: the specks' median side, the dense zone's median run;
+    0 where a zone is empty). The grain size sets the smoothing and the stroke test."""
     dark = gray < 128
-    specks = _small_components(dark, SPECK_AREA) | _small_components(~dark, SPECK_AREA)
-    return cv2.GaussianBlur(specks.astype(np.float32), (0, 0), TEXTURE_SIGMA) > SPECK_DENSITY
+    d = dark.astype(np.float32)
+    dark_share = window_mean(d)
+    sparse = np.zeros(dark.shape, bool)
+    speck_areas = []
+    for phase in (dark, ~dark):  # dark grains on paper, light holes in a dark screen
+        small, compact, areas = _small_components(phase, SPECK_AREA)
+        speck_areas.append(areas)
+        specks, grains = window_mean(small), window_mean(compact)
+        share = dark_share if phase is dark else 1.0 - dark_share
+        sparse |= (specks > SPECK_DENSITY) | ((grains > MIN_SPECK_DENSITY) & (grains > SPECK_SHARE * share))
+    # Clumps bigger than the speck rule leave holes in a grain zone: a screen covers an area.
+    disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * int(TEXTURE_SIGMA) + 1,) * 2)
+    sparse = cv2.morphologyEx(sparse.astype(np.uint8), cv2.MORPH_CLOSE, disk) > 0
+    edges = np.zeros_like(d)
+    edges[:-1] += np.abs(np.diff(d, axis=0))
+    edges[:, :-1] += np.abs(np.diff(d, axis=1))
+    edge_density = window_mean(edges)
+    # Mean run of the longer phase: its share over the transitions per pixel (x and y).
+    run = 2.0 * np.maximum(dark_share, 1.0 - dark_share) / np.maximum(edge_density, 1e-3)
+    dense = (run < GRAIN_RUN) & (edge_density > GRAIN_EDGE_DENSITY)
+    if periodic is not None:
+        dense &= ~periodic
+    dense = dense.astype(np.uint8)
+    # A screen covers an area: what a disk of a window's size does not fit in is a knot of strokes.
+    dense = cv2.morphologyEx(dense, cv2.MORPH_OPEN, disk) > 0
+    areas = np.concatenate(speck_areas)
+    # The grain a speck pixel belongs to (area-weighted median): fragments do not count.
+    speck_side = float(np.sqrt(np.sort(areas)[np.searchsorted(np.cumsum(np.sort(areas)), areas.sum() / 2)])
+                       ) if sparse.any() and len(areas) else 0.0
+    return sparse, dense, (speck_side, float(np.median(run[dense])) if dense.any() else 0.0)
+
+
+def _zone_box(zone: np.ndarray, margin: int) -> tuple[slice, slice]:
+    """The zone's bounding box grown by `margin` (smoothing a small zone costs little)."""
+    ys, xs = np.nonzero(zone.any(axis=1))[0], np.nonzero(zone.any(axis=0))[0]
+    h, w = zone.shape
+    return (slice(max(0, ys[0] - margin), min(h, ys[-1] + margin + 1)),
+            slice(max(0, xs[0] - margin), min(w, xs[-1] + margin + 1)))
+
+
+CACHED_PAGES = 2  # descreened pages remembered (line extraction and the colorizer see the same page)
+_cache: dict[bytes, Descreened] = {}
 
 
 def descreen(gray: np.ndarray, peaks: list[ScreenPeak] | None = None) -> Descreened:
     """Flatten the page's screens (see the module docstring). `gray`: uint8 or float, 0..255,
-    white-balanced; `peaks`: from detect_screen_peaks (computed when None)."""
+    white-balanced; `peaks`: from detect_screen_peaks (computed when None). With peaks None
+    the result of the last CACHED_PAGES pages is reused (its arrays are read-only): a
+    pipeline descreens a tone page in line extraction and again in the colorizer."""
     gray = gray.astype(np.float32)
-    peaks = detect_screen_peaks(gray) if peaks is None else peaks
+    if peaks is not None:
+        return _descreen(gray, peaks)
+    key = hashlib.blake2b(gray.tobytes(), digest_size=16).digest() + repr(gray.shape).encode()
+    if key not in _cache:
+        result = _descreen(gray, detect_screen_peaks(gray))
+        for array in (result.gray, result.ink):
+            array.flags.writeable = False
+        while len(_cache) >= CACHED_PAGES:
+            _cache.pop(next(iter(_cache)))
+        _cache[key] = result
+    return _cache[key]
+
+
+def clear_cache() -> None:
+    _cache.clear()
+
+
+def _descreen(gray: np.ndarray, peaks: list[ScreenPeak]) -> Descreened:
     notched = notch(gray, peaks)
-    grainy = grain_zone(notched)
-    ink = stroke_mask(notched, grainy)
-    out = notched
+    periodic = None
+    if peaks:  # where the notches took a screen out
+        periodic = window_mean((gray - notched) ** 2) > SCREEN_LEVEL ** 2
+    sparse, dense, grain = grain_zone(notched, periodic)
+    ink = stroke_mask(notched, sparse, dense, grain)
+    out = notched.copy()
     weight = (~ink).astype(np.float32)
     longest_period = max((p.period for p in peaks), default=0.0)
     textured = np.zeros(gray.shape, bool)
     for zone, sigma in ((screen_residue(gray, notched, ink), max(MIN_SMOOTHING, 0.45 * longest_period)),
-                        (grainy & ~ink, GRAIN_SMOOTHING)):
+                        (sparse & ~dense & ~ink, max(GRAIN_SMOOTHING, GRAIN_SIGMA_PER_RUN * grain[0])),
+                        (dense & ~ink, max(GRAIN_SMOOTHING, GRAIN_SIGMA_PER_RUN * grain[1]))):
         if zone.any():
-            smooth = normalized_blur(notched, weight, sigma)
+            box = _zone_box(zone, int(3 * sigma) + 4)
+            smooth = normalized_blur(notched[box], weight[box], sigma)
             # Feathered, so the smoothed tone meets the rest without a seam.
-            blend = cv2.GaussianBlur(zone.astype(np.float32), (0, 0), 1.5)
-            out = out * (1.0 - blend) + smooth * blend
+            blend = cv2.GaussianBlur(zone[box].astype(np.float32), (0, 0), 1.5)
+            out[box] = out[box] * (1.0 - blend) + smooth * blend
             textured |= zone
     out[ink] = notched[ink]
     return Descreened(np.clip(out, 0, 255), peaks, float(textured.mean()), ink)

@@ -19,7 +19,7 @@ import numpy as np
 
 from chromaflow.storage.images import resize_longest
 
-from .descreen import Descreened, descreen, detect_screen_peaks, white_balanced
+from .descreen import Descreened, descreen, white_balanced
 
 LINE, GRAY, TONE, COLOR = "line", "gray", "tone", "color"
 STYLES = (LINE, GRAY, TONE, COLOR)
@@ -63,8 +63,8 @@ def analyse_page(rgb: np.ndarray, detect_screens: bool = True) -> PageAnalysis:
     if is_colored(balanced):
         return PageAnalysis(COLOR, gray, [])
     if detect_screens:
-        peaks = detect_screen_peaks(gray)
-        result = descreen(gray, peaks)
+        result = descreen(gray)
+        peaks = result.peaks
         if peaks or result.texture_share >= MIN_TEXTURE_SHARE:
             flat = np.clip(result.gray + 0.5, 0, 255).astype(np.uint8)
             return PageAnalysis(TONE, flat, [p.describe() for p in peaks[:8]], result)

@@ -117,7 +117,6 @@ def test_color_page_passes_through():
     assert np.array_equal(out, page) and request.diagnostics["color_page_kept"] is True
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9 open: two screens (dots + lines) on one small page: fg accuracy 0.30 (docs/quality.md)")
 def test_screentoned_page_gets_flat_colors_under_its_shading():
     truth = draw_character(PALETTES["alice"], frame=False)
     page, _ = tone_page(truth, np.random.default_rng(0), [Screen("dots", 5.0, 45.0), Screen("lines", 6.0, 15.0)])
@@ -125,7 +124,7 @@ def test_screentoned_page_gets_flat_colors_under_its_shading():
     assert request.diagnostics["style"] == "tone" and request.diagnostics["screens"]
     m = scores(out, truth, cv2.cvtColor(extract_lines(truth).lines, cv2.COLOR_GRAY2RGB))
     assert m["flat_color_accuracy"] > 0.8 and m["background_accuracy"] > 0.99, m
-    body = cv2.cvtColor(out[300:380, 110:210], cv2.COLOR_RGB2LAB)[..., 0]
+    body = cv2.cvtColor(out[300:370, 110:210], cv2.COLOR_RGB2LAB)[..., 0]  # inside the body, off its outline
     assert body.std() < 6  # no dots left in the body's lightness
 
 

@@ -439,8 +439,6 @@ def test_search_batch_equals_single_searches(built):
                                    atol=1e-5)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9 open: a page of coarse regular stripes (30 px period) is taken for a "
-                   "line screen (its harmonics fall in the screen band) and descreened to blank paper")
 def test_page_like_only_the_unnamed_pool_is_unknown(built):
     _, _, store = built
     page = np.full((SIZE, SIZE, 3), 255, np.uint8)

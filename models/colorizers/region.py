@@ -21,9 +21,10 @@ and fill each with the color its counterparts wear in ALL retrieved references.
    border-touching too, and the frame neither registers references nor holds fills.
 5. **Composite**: ink and tiny regions take the nearest decided color; line pages multiply
    the fill by the page's gray (crisp strokes; colored trace lines take their region's
-   color); gray and tone pages take chroma from the fill and lightness from the (white-
-   balanced, descreened) page, or from the original screen with `colorize.tone_output:
-   screen`.
+   color); gray pages take chroma from the fill and lightness from the (white-balanced)
+   page; tone pages take each region's lightness from its fill plus the descreened page's
+   smooth shading inside it (a screen's coverage is not the drawing's gray: see
+   tone_lightness), or the original screen with `colorize.tone_output: screen`.
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ NO_STROKES_SHARE = 0.0005  # a page with less ink than this share has no strokes
 ALL_INK_SHARE = 0.9  # a page with more ink than this share is black
 ALL_SCREEN_SHARE = 0.8  # a tone page screened over this share of it is all screentone
 MAX_REPORTED_REGIONS = 40  # low-confidence regions listed per page (largest first)
+BARE_PAPER_L = 240.0  # OpenCV Lab L (0..255) of gray ~238: a tone-page region this light is unscreened paper
+TONE_SHADING_SIGMA = 3.0  # px: shading inside a tone region, smoother than any screen's residue
 SURE = 0.6  # regions this sure (vote share) teach the gray -> lightness map
 POOLS_KEPT = 4  # prepared reference pools kept per colorizer (a few MB each at analysis size)
 
@@ -288,8 +291,9 @@ class RegionColorizer:
         if style in (GRAY, COLOR):  # a recolored color page keeps its lightness too
             return keep_page_luminance(fill, balanced)
         if style == TONE:
-            source = balanced if self.params.tone_output == "screen" else cv2.cvtColor(shade, cv2.COLOR_GRAY2RGB)
-            return keep_page_luminance(fill, source)
+            if self.params.tone_output == "screen":
+                return keep_page_luminance(fill, balanced)
+            return keep_page_luminance(fill, None, tone_lightness(fill, shade, seg.labels))
         return multiply_strokes(fill, balanced, seg.labels == 0)
 
 
@@ -369,12 +373,36 @@ def multiply_strokes(fill: np.ndarray, page: np.ndarray, ink: np.ndarray) -> np.
     return cv2.multiply(fill, cv2.cvtColor(shade, cv2.COLOR_GRAY2RGB), scale=1.0 / 255.0)
 
 
-def keep_page_luminance(color: np.ndarray, page: np.ndarray) -> np.ndarray:
+def tone_lightness(fill: np.ndarray, shade: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """uint8 Lab lightness (OpenCV scale) of a colored tone page: every region at its
+    fill's lightness plus the descreened page's deviation from the region's mean (the
+    shading inside it); ink keeps the page's lightness. A print's tone reproduction (spot
+    function, dot gain) makes a screen's mean coverage differ from the drawing's gray by up
+    to ~15 levels, so the regions' own colors, not the screen's mean, set the level."""
+    page_l = cv2.cvtColor(cv2.cvtColor(shade, cv2.COLOR_GRAY2RGB), cv2.COLOR_RGB2LAB)[..., 0].astype(np.float32)
+    fill_l = cv2.cvtColor(fill, cv2.COLOR_RGB2LAB)[..., 0].astype(np.float32)
+    # The shading is smooth; what descreening left at the screen's frequency is not shading.
+    paper = (labels > 0).astype(np.float32)
+    smooth_l = cv2.GaussianBlur(page_l * paper, (0, 0), TONE_SHADING_SIGMA) / np.maximum(
+        cv2.GaussianBlur(paper, (0, 0), TONE_SHADING_SIGMA), 1e-3)
+    flat = labels.ravel()
+    count = np.bincount(flat)
+    region_mean = np.bincount(flat, weights=page_l.ravel()) / np.maximum(count, 1)
+    target = fill_l + smooth_l - region_mean[labels].astype(np.float32)
+    # Bare paper (a light color printed unscreened) and ink show what the page shows.
+    screened = (labels > 0) & (region_mean[labels] < BARE_PAPER_L)
+    return np.clip(np.where(screened, target, page_l) + 0.5, 0, 255).astype(np.uint8)
+
+
+def keep_page_luminance(color: np.ndarray, page: np.ndarray | None, target_l: np.ndarray | None = None
+                        ) -> np.ndarray:
     """Manga pages carry shading in their gray levels: take chroma from the fill and
-    lightness from the page. Where a chroma is out of gamut at the page's lightness (vivid
-    color on white paper), it is reduced until the lightness survives the trip to RGB.
-    Computed once per distinct (fill color, page lightness) pair: fills are flat."""
-    target_l = cv2.cvtColor(page, cv2.COLOR_RGB2LAB)[..., 0]
+    lightness from the page (or `target_l`, uint8 Lab L, when given). Where a chroma is out
+    of gamut at the page's lightness (vivid color on white paper), it is reduced until the
+    lightness survives the trip to RGB. Computed once per distinct (fill color, page
+    lightness) pair: fills are flat."""
+    if target_l is None:
+        target_l = cv2.cvtColor(page, cv2.COLOR_RGB2LAB)[..., 0]
     keys = (rgb_keys(color.reshape(-1, 3)) << 8) | target_l.ravel().astype(np.int64)
     uniq, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
     fills = color.reshape(-1, 3)[first][None]
