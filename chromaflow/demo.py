@@ -98,6 +98,16 @@ def build_demo(out_dir: str | Path, num_pages: int = 8, page_size: tuple[int, in
         (refs / identity).mkdir(parents=True, exist_ok=True)
         for code in ref_views:
             Image.fromarray(render_emoji(code, 512, line_art=False)).save(refs / identity / f"{code.lower()}.png")
+    for name, page in demo_pages(num_pages, page_size, seed, line_art=True):
+        Image.fromarray(page).save(chapter / name)
+    (out / "ATTRIBUTION.txt").write_text(ATTRIBUTION + "\n")
+    return chapter, refs
+
+
+def demo_pages(num_pages: int = 8, page_size: tuple[int, int] = (1200, 1700), seed: int = 0,
+               line_art: bool = True):
+    """(file name, RGB page) of the demo chapter; `line_art=False`: the same pages colored,
+    as their ground truth (bench/bench_demo_quality.py)."""
     rng = np.random.default_rng(seed)
     names = list(IDENTITIES)
     for page_no in range(num_pages):
@@ -105,7 +115,5 @@ def build_demo(out_dir: str | Path, num_pages: int = 8, page_size: tuple[int, in
         views = IDENTITIES[identity][1]
         count = 1 if page_no % 2 == 0 else 2  # one- and two-panel pages
         codes = [views[(page_no // len(names) + k) % len(views)] for k in range(count)]
-        arts = [render_emoji(code, 768, line_art=True) for code in codes]
-        Image.fromarray(_panel_page(arts, page_size, rng)).save(chapter / f"page{page_no + 1}.png")
-    (out / "ATTRIBUTION.txt").write_text(ATTRIBUTION + "\n")
-    return chapter, refs
+        arts = [render_emoji(code, 768, line_art=line_art) for code in codes]
+        yield f"page{page_no + 1}.png", _panel_page(arts, page_size, rng)

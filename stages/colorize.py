@@ -10,7 +10,10 @@ its mask. The panel's own request then colors only what no instance holds (scene
 objects: the panel with the characters erased, from the panel's references), and is
 skipped when hardly any ink is left there (BACKGROUND_MIN_INK): aligning the whole
 pool's references to a few stray strokes would paint them over the paper. So the region
-colorizer itself is unchanged. Backends that read per-quadrant patches (diffusion, one
+colorizer itself is unchanged. What no request colors (gutters, panel frames, a skipped
+panel's paper) stays as drawn, but on a black-and-white page with its paper whitened
+and neutral, as the colorizer whitens it (a scan's yellowed paper would otherwise stay
+yellow around white panels). Backends that read per-quadrant patches (diffusion, one
 forward pass per panel) get no per-instance requests; instead each quadrant's patches
 come from the identities whose instances lie in it (`instance_quadrants`, see
 stages/retrieve.py): a per-instance diffusion pass would multiply the GPU cost by the
@@ -30,12 +33,15 @@ from __future__ import annotations
 
 import json
 
+import cv2
 import numpy as np
 
 from chromaflow.conf import Config
 from chromaflow.models.colorizers import ColorizeRequest, Colorizer, build_colorizer
+from chromaflow.models.descreen import white_balanced
 from chromaflow.models.holds import reuse_color
 from chromaflow.models.instances.assignment import UNKNOWN
+from chromaflow.models.page_styles import COLOR, style_name
 from chromaflow.models.palette_memory import PaletteMemory
 from chromaflow.models.patches import crop, whole_image
 from chromaflow.models.propagate import TemporalColorizer
@@ -220,7 +226,7 @@ def instance_request(key: str, record: dict, labels: np.ndarray, lines: np.ndarr
 def page_sample(work: PageWork, colors, backend: str) -> dict:
     """The colored page (gutters and frames stay as drawn; instances inside their masks)
     and its metadata."""
-    result = work.page.copy()
+    result = as_drawn(work.page, work.kind)
     for _, (x0, y0, x1, y1), request in work.panels:
         color = _checked(next(colors), request, backend)
         result[y0:y1, x0:x1] = color
@@ -243,6 +249,14 @@ def page_sample(work: PageWork, colors, backend: str) -> dict:
         [{"panel": list(box), **r.diagnostics} for _, box, r in work.panels if r.diagnostics]
         + [{"instance": list(where[0]), **r.diagnostics} for _, where, r in work.instances if r.diagnostics])
     return {"png": encode_png(result), "json": json_bytes(meta)}
+
+
+def as_drawn(page: np.ndarray, kind: str) -> np.ndarray:
+    """The page where no request colors it: a color page as it is; a black-and-white page
+    (line, gray, tone) white-balanced and without chroma (its paper white, its ink black)."""
+    if style_name(kind) == COLOR:
+        return page.copy()
+    return cv2.cvtColor(cv2.cvtColor(white_balanced(page), cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
 
 
 def _checked(color: np.ndarray, request: ColorizeRequest, backend: str) -> np.ndarray:

@@ -416,3 +416,21 @@ def test_quadrant_backends_get_each_quadrants_patches_from_the_identities_in_it(
     assert work.instances == [] and len(work.panels) == 1
     request = work.panels[0][2]
     assert [len(p) for p in request.quadrant_patches] == [len(h) for h in panel["instance_quadrants"]]
+
+
+def test_what_no_request_colors_keeps_the_drawing_on_whitened_neutral_paper():
+    # A scan's yellowed paper with a gray wash and black ink, as gutters and skipped panels
+    # show it: on black-and-white pages it comes out on white paper, gray and ink kept;
+    # a color page stays as it is.
+    from chromaflow.stages.colorize import as_drawn
+
+    page = np.full((60, 80, 3), (250, 238, 196), np.uint8)  # yellowed paper
+    page[10:20, 10:70] = (125, 119, 98)  # a gray wash on the same paper (half its brightness)
+    page[30:34, 5:75] = (12, 10, 8)  # ink
+    for kind in ("line", "gray", "tone", "lineart"):
+        out = as_drawn(page, kind).astype(int)
+        assert (np.ptp(out, axis=2) == 0).all()  # neutral everywhere
+        assert out[40:, :].min() >= 254  # paper white
+        assert abs(out[15, 40, 0] - 127) <= 3  # the wash at half the paper's brightness
+        assert out[32, 40, 0] <= 12  # ink stays black
+    assert np.array_equal(as_drawn(page, "color"), page)
