@@ -200,7 +200,6 @@ def test_references_that_fit_the_strokes_lead_over_look_alikes():
 
 def test_region_params_come_from_the_config():
     from chromaflow.conf import ColorizeConfig
-    from chromaflow.models.colorizers.region import RegionParams
 
     defaults, config = RegionParams(), ColorizeConfig()
     assert defaults.match_weight == config.region_match_weight and defaults.fit_power == config.region_fit_power
