@@ -12,7 +12,9 @@ from chromaflow.storage.shards import Sample
 
 def in_place_source(meta: dict) -> str | None:
     """The key of the drawing this frame repeats in place, or None (a new drawing, a pan)."""
-    return None if any(meta.get("hold_offset", (0, 0))) else meta.get("hold_of")
+    if "hold_of" not in meta or any(meta["hold_offset"]):  # ingest writes both or neither
+        return None
+    return meta["hold_of"]
 
 
 class HeldOutputs:

@@ -260,3 +260,22 @@ def test_flicker_is_zero_when_still_and_the_color_change_when_a_region_toggles()
     result = clip_flicker([color, other, color], [line_art] * 3)
     assert result.mean == pytest.approx(float(de[0, 0]) * body.mean(), rel=0.02)
     assert result.reliable_share == 1.0
+
+
+def test_held_outputs_serve_only_in_place_repeats_of_the_drawing_they_keep():
+    from chromaflow.stages.held import HeldOutputs, in_place_source
+
+    def item(**meta):
+        return {"ingest": {"json": json.dumps(meta).encode()}}
+
+    assert in_place_source({"hold_of": "f000001", "hold_offset": [0.0, 0.0]}) == "f000001"
+    assert in_place_source({"hold_of": "f000001", "hold_offset": [3.0, 0.0]}) is None  # a pan
+    assert in_place_source({"index": 2}) is None  # a new drawing
+    held = HeldOutputs()
+    assert held.repeat_of(item(hold_of="f000001", hold_offset=[0, 0])) is None  # nothing kept yet
+    held.remember("f000001", item(index=1), {"png": b"A"})
+    assert held.repeat_of(item(hold_of="f000001", hold_offset=[0, 0])) == {"png": b"A"}
+    assert held.repeat_of(item(hold_of="f000001", hold_offset=[0, 2.5])) is None
+    assert held.repeat_of(item(hold_of="f000000", hold_offset=[0, 0])) is None  # another drawing
+    held.remember("f000002", item(hold_of="f000001", hold_offset=[0, 2.5]), {"png": b"pan"})  # a repeat: not kept
+    assert held.repeat_of(item(hold_of="f000001", hold_offset=[0, 0])) == {"png": b"A"}
