@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+import pytest
 
 from chromaflow.models.colorizers.base import ColorizeRequest, Reference
 from chromaflow.models.colorizers.region import RegionColorizer
@@ -83,3 +84,28 @@ def test_panel_background_at_the_edge_with_a_caption_and_a_figure_is_no_balloon(
         cv2.putText(page, text, (12, 40 + 30 * row), cv2.FONT_HERSHEY_SIMPLEX, 0.8, 0, 2)
     found = find_balloons(segment_line_art(page), page, page)
     assert found.boxes == [] and not found.mask.any()
+
+
+def _closed_region_holding(kind: str) -> np.ndarray:
+    """A 480 px page with one closed ellipse (a balloon's outline) holding `kind` of ink."""
+    page = np.full((480, 480), 255, np.uint8)
+    cv2.ellipse(page, (240, 240), (170, 90), 0, 0, 360, 0, 3)
+    if kind == "text":
+        for row, text in enumerate(["WHERE IS", "EVERYONE?"]):
+            cv2.putText(page, text, (120, 230 + 36 * row), cv2.FONT_HERSHEY_SIMPLEX, 0.9, 0, 2)
+    elif kind == "specks":  # single-pixel specks in rows: too small to be glyphs
+        for y in (220, 250):
+            for x in range(130, 350, 12):
+                page[y, x] = 0
+    elif kind == "mixed":  # pieces in a row, but of very unequal heights
+        for n, x in enumerate(range(130, 350, 20)):
+            height = 4 if n % 2 else 34
+            cv2.rectangle(page, (x, 240 - height // 2), (x + 4, 240 + height // 2), 0, -1)
+    return page
+
+
+@pytest.mark.parametrize("kind,is_balloon", [("text", True), ("specks", False), ("mixed", False)])
+def test_a_closed_region_is_a_balloon_only_when_it_holds_lettering(kind, is_balloon):
+    page = _closed_region_holding(kind)
+    found = find_balloons(segment_line_art(page), page, page)
+    assert (len(found.boxes) == 1) is is_balloon
