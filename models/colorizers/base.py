@@ -64,3 +64,12 @@ class Colorizer(Protocol):
     def colorize(self, request: ColorizeRequest) -> np.ndarray:
         """Return an RGB uint8 image with the same height and width as request.lines."""
         ...
+
+
+class WithoutSettings:
+    """A backend that reads no config: `from_config` (what build_colorizer calls) is its
+    plain constructor."""
+
+    @classmethod
+    def from_config(cls, config):
+        return cls()

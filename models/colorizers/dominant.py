@@ -10,20 +10,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from chromaflow.conf import Config
-
-from .base import ColorizeRequest
+from .base import ColorizeRequest, WithoutSettings
 
 INK = 128  # line-art pixels darker than this are strokes and stay as drawn
 PAPER = 235  # reference pixels with every channel at or above this are paper
 
 
-class DominantColorizer:
+class DominantColorizer(WithoutSettings):
     name = "dominant"
-
-    @classmethod
-    def from_config(cls, config: Config) -> "DominantColorizer":
-        return cls()
 
     def colorize(self, request: ColorizeRequest) -> np.ndarray:
         h, w = request.lines.shape

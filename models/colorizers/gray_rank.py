@@ -11,19 +11,13 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from chromaflow.conf import Config
-
-from .base import ColorizeRequest
+from .base import ColorizeRequest, WithoutSettings
 
 SAMPLES = 4096  # pixels kept per reference (luminance quantiles)
 
 
-class GrayRankColorizer:
+class GrayRankColorizer(WithoutSettings):
     name = "gray_rank"
-
-    @classmethod
-    def from_config(cls, config: Config) -> "GrayRankColorizer":
-        return cls()
 
     def colorize(self, request: ColorizeRequest) -> np.ndarray:
         h, w = request.lines.shape

@@ -13,9 +13,7 @@ import cv2
 import numpy as np
 from scipy.spatial import cKDTree
 
-from chromaflow.conf import Config
-
-from .base import ColorizeRequest
+from .base import ColorizeRequest, WithoutSettings
 
 SAMPLES_PER_REFERENCE = 200
 NEIGHBORHOOD = 5
@@ -40,12 +38,8 @@ def _jittered_samples(h: int, w: int, count: int, rng: np.random.Generator) -> t
     return yy.ravel(), xx.ravel()
 
 
-class WelshColorizer:
+class WelshColorizer(WithoutSettings):
     name = "welsh"
-
-    @classmethod
-    def from_config(cls, config: Config) -> "WelshColorizer":
-        return cls()
 
     def colorize(self, request: ColorizeRequest) -> np.ndarray:
         h, w = request.lines.shape
