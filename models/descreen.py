@@ -22,12 +22,13 @@ Both steps see several screens on one page. The page's paper is white-balanced f
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 from scipy import fft, ndimage
+
+from chromaflow.models.content_cache import ContentCache
 
 TILE = 128  # Welch tile side (frequency resolution 1/128 cycles per pixel)
 MAX_TILES = 48  # tiles averaged at most
@@ -358,26 +359,26 @@ def _zone_box(zone: np.ndarray, margin: int) -> tuple[slice, slice]:
 
 
 CACHED_PAGES = 2  # descreened pages remembered (line extraction and the colorizer see the same page)
-_cache: dict[bytes, Descreened] = {}
+_cache = ContentCache(CACHED_PAGES)
 
 
 def descreen(gray: np.ndarray, peaks: list[ScreenPeak] | None = None) -> Descreened:
     """Flatten the page's screens (see the module docstring). `gray`: uint8 or float, 0..255,
     white-balanced; `peaks`: from detect_screen_peaks (computed when None). With peaks None
-    the result of the last CACHED_PAGES pages is reused (its arrays are read-only): a
-    pipeline descreens a tone page in line extraction and again in the colorizer."""
+    the result of the last CACHED_PAGES pages is reused (its arrays are read-only): where
+    line extraction and the colorizer run in one process on the same page (evaluation,
+    bench_colorize) it is descreened once. The pipeline's lines stage and colorize actors
+    are separate processes (and colorize sees panel crops), so there it runs twice."""
     gray = gray.astype(np.float32)
     if peaks is not None:
         return _descreen(gray, peaks)
-    key = hashlib.blake2b(gray.tobytes(), digest_size=16).digest() + repr(gray.shape).encode()
-    if key not in _cache:
-        result = _descreen(gray, detect_screen_peaks(gray))
-        for array in (result.gray, result.ink):
-            array.flags.writeable = False
-        while len(_cache) >= CACHED_PAGES:
-            _cache.pop(next(iter(_cache)))
-        _cache[key] = result
-    return _cache[key]
+    return _cache.get([gray], lambda: _read_only(_descreen(gray, detect_screen_peaks(gray))))
+
+
+def _read_only(result: Descreened) -> Descreened:
+    for array in (result.gray, result.ink):
+        array.flags.writeable = False
+    return result
 
 
 def clear_cache() -> None:

@@ -29,13 +29,13 @@ and fill each with the color its counterparts wear in ALL retrieved references.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 
 import cv2
 import numpy as np
 
 from chromaflow.conf import ColorizeConfig, Config
+from chromaflow.models.content_cache import ContentCache
 from chromaflow.models.correspondence import (
     ReferenceView, decide, descriptor_votes, inclusion_votes, lightness_prior, region_gray)
 from chromaflow.models.descreen import descreen, white_balanced
@@ -92,7 +92,7 @@ class RegionColorizer:
     def __init__(self, params: RegionParams | None = None, background=(255, 255, 255)):
         self.params = params or RegionParams()
         self.background = np.array(background, dtype=np.uint8)
-        self._pools: dict[bytes, tuple] = {}  # prepared reference pools by content (_pool_tables)
+        self._pools = ContentCache(POOLS_KEPT)  # prepared reference pools (_pool_tables)
 
     @classmethod
     def from_config(cls, config: Config) -> "RegionColorizer":
@@ -186,14 +186,10 @@ class RegionColorizer:
         """What does not depend on the page: the pool's color table and per reference its
         color index (-1: ink), flat-color regions and paper mask. A chapter's pages draw on
         the same few references, so the last few pools are kept, by content."""
-        digest = hashlib.blake2b(digest_size=16)
-        for part in [memory, np.float64(tolerance), self.background] + [a for r in refs for a in (r.color, r.lines)]:
-            part = np.zeros(0) if part is None else np.ascontiguousarray(part)
-            digest.update(f"{part.dtype}{part.shape}".encode())
-            digest.update(part.data)
-        key = digest.digest()
-        if key in self._pools:
-            return self._pools[key]
+        parts = [memory, np.float64(tolerance), self.background] + [a for r in refs for a in (r.color, r.lines)]
+        return self._pools.get(parts, lambda: self._prepare_pool(refs, memory, tolerance))
+
+    def _prepare_pool(self, refs: list[Reference], memory: np.ndarray | None, tolerance: float) -> tuple:
         colors = [snap_image(_analysis_size(r.color), memory, tolerance) for r in refs]
         ref_lines = [_analysis_size(r.lines if r.lines.shape == r.color.shape[:2]
                                     else np.full(r.color.shape[:2], 255, np.uint8)) for r in refs]
@@ -205,9 +201,6 @@ class RegionColorizer:
             regions, region_colors = segment_reference(color, lines, table, index)
             index[~paper] = -1
             prepared.append((index, regions, region_colors, paper))
-        while len(self._pools) >= POOLS_KEPT:
-            self._pools.pop(next(iter(self._pools)))
-        self._pools[key] = (table, prepared)
         return table, prepared
 
     def fill_regions(self, seg: Segmentation, refs: list[Reference], memory: np.ndarray | None = None,
