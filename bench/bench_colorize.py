@@ -5,7 +5,9 @@
 
 Pages are 1200 x 1700 (a manga page). As in the pipeline, the page is first scaled to
 `colorize.work_size` (default 1024; pass --work-size 1700 to run at full size), then:
-`lines` = extract_lines (classification, descreening, XDoG), then the colorizer's steps.
+`lines` = extract_lines (classification, descreening, XDoG), then the colorizer's steps,
+which get a tone page's descreened gray from line extraction as the pipeline's colorize
+stage gets it from the lines shard (nothing else is shared between the two).
 Inputs:
 - `synthetic-{line,gray,tone}`: a generated page of ~60 shapes (many regions, some strokes
   with gaps) as line art, as a gray page and as a screentoned, scanned page
@@ -112,14 +114,12 @@ def bench(name, page, refs, repeat: int, work_size: int) -> dict:
                     resize_longest(r.lines, work_size), r.score) for r in refs]
     colorizer = RegionColorizer.from_config(config)
     times = {"lines": [], "colorize": [], "total": [], "total_cpu": []}
-    from chromaflow.models.descreen import clear_cache
-
     for _ in range(repeat):
-        clear_cache()  # every repeat descreens the page afresh (a page is descreened once per job)
         c0, t0 = time.process_time(), time.perf_counter()
         art = extract_lines(page, config.lines)
         t1 = time.perf_counter()
-        request = ColorizeRequest("bench", page, art.lines, art.kind, refs)
+        # As in the pipeline: the colorizer gets a tone page's gray from line extraction.
+        request = ColorizeRequest("bench", page, art.lines, art.kind, refs, tone=art.tone)
         out = colorizer.colorize(request)
         c2, t2 = time.process_time(), time.perf_counter()
         times["lines"].append(t1 - t0)

@@ -73,7 +73,7 @@ def main() -> None:
             page = resize_longest(line_rgb, work)
             art = extract_lines(page, config.lines)
             refs = [Reference(identity_of[n], n, images[n][1], images[n][2], score=float(pooled[n])) for n in top]
-            out = colorizer.colorize(ColorizeRequest(key, page, art.lines, art.kind, refs, chosen))
+            out = colorizer.colorize(ColorizeRequest(key, page, art.lines, art.kind, refs, chosen, tone=art.tone))
             out = cv2.resize(out, (truth.shape[1], truth.shape[0]), interpolation=cv2.INTER_LINEAR)
             lines = cv2.cvtColor(line_rgb, cv2.COLOR_RGB2GRAY)
             accuracy.append(pair_metrics(out, truth, lines)["flat_color_accuracy"])

@@ -1,7 +1,6 @@
 """A small cache of results keyed by the content of the arrays they were computed from:
-the same page or reference pool reaching a function again (line extraction and then the
-colorizer, a chapter's pages drawing on one ID pool) is not processed twice. The oldest
-entry goes first."""
+a reference pool reaching the colorizer again (a chapter's pages draw on one ID pool) is
+not prepared twice. The oldest entry goes first."""
 
 from __future__ import annotations
 
@@ -30,6 +29,3 @@ class ContentCache:
                 self._entries.pop(next(iter(self._entries)))
             self._entries[key] = result
         return self._entries[key]
-
-    def clear(self) -> None:
-        self._entries.clear()

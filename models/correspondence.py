@@ -45,30 +45,44 @@ class ReferenceView:
     index: np.ndarray  # int32 H x W: color-table index of every pixel (-1: ink)
     regions: Segmentation  # flat-color regions of the reference
     region_colors: np.ndarray  # int32: color-table index per reference region
+    region_shapes: np.ndarray  # region_shapes(regions.labels, regions.count)
     weight: float  # retrieval score x global fit ** fit_power (normalized over the pool)
     registration: Registration
 
 
-def region_descriptors(labels: np.ndarray, count: int, frame: Frame) -> np.ndarray:
-    """(count, 6): center x, center y (frame-relative), sqrt(area), bbox width, bbox height
-    (all / frame size) and fill ratio (area / bbox area). Row 0 (ink) is unused."""
-    cx0, cy0, scale = frame[:3]
+def region_shapes(labels: np.ndarray, count: int) -> np.ndarray:
+    """(count, 5) where and how big every region is, in pixels: center x, center y, area,
+    bbox width, bbox height (0 for labels without pixels). Row 0 (ink) is unused. Free of
+    any frame, so a reference's shapes are computed once for all the pages it serves."""
     flat = labels.ravel()
     h, w = labels.shape
-    ys, xs = np.divmod(np.arange(flat.size, dtype=np.int64), w)
+    xs = np.broadcast_to(np.arange(w, dtype=np.float64), (h, w)).ravel()
+    ys = np.broadcast_to(np.arange(h, dtype=np.float64)[:, None], (h, w)).ravel()
     area = np.bincount(flat, minlength=count).astype(np.float64)
     safe = np.maximum(area, 1)
-    desc = np.zeros((count, 6), dtype=np.float64)
-    desc[:, 0] = (np.bincount(flat, weights=xs, minlength=count) / safe - cx0) / scale
-    desc[:, 1] = (np.bincount(flat, weights=ys, minlength=count) / safe - cy0) / scale
-    desc[:, 2] = np.sqrt(area) / scale
+    shapes = np.zeros((count, 5), dtype=np.float64)
+    shapes[:, 0] = np.bincount(flat, weights=xs, minlength=count) / safe
+    shapes[:, 1] = np.bincount(flat, weights=ys, minlength=count) / safe
+    shapes[:, 2] = area
     for i, sl in enumerate(ndimage.find_objects(labels, max_label=count - 1), start=1):
-        if sl is None:
-            continue
-        bh, bw = sl[0].stop - sl[0].start, sl[1].stop - sl[1].start
-        desc[i, 3] = bw / scale
-        desc[i, 4] = bh / scale
-        desc[i, 5] = area[i] / max(1, bw * bh)
+        if sl is not None:
+            shapes[i, 3] = sl[1].stop - sl[1].start
+            shapes[i, 4] = sl[0].stop - sl[0].start
+    return shapes
+
+
+def region_descriptors(shapes: np.ndarray, frame: Frame) -> np.ndarray:
+    """(count, 6) of `region_shapes` in a frame: center x, center y (frame-relative),
+    sqrt(area), bbox width, bbox height (all / frame size) and fill ratio (area / bbox area)."""
+    cx0, cy0, scale = frame[:3]
+    area, bw, bh = shapes[:, 2], shapes[:, 3], shapes[:, 4]
+    desc = np.zeros((len(shapes), 6), dtype=np.float64)
+    desc[:, 0] = (shapes[:, 0] - cx0) / scale
+    desc[:, 1] = (shapes[:, 1] - cy0) / scale
+    desc[:, 2] = np.sqrt(area) / scale
+    desc[:, 3] = bw / scale
+    desc[:, 4] = bh / scale
+    desc[:, 5] = area / np.maximum(1, bw * bh)
     return desc
 
 
@@ -87,14 +101,14 @@ def inclusion_votes(labels: np.ndarray, count: int, n_colors: int, refs: list[Re
     for ref in refs:
         idx = ref.registration.sample(ref.index.astype(np.float32), -1.0).astype(np.int32)
         weight = ref.weight * np.maximum(ref.registration.fit, FIT_FLOOR)
-        valid = (idx >= 0) & (ref.registration.fit > 0)
-        v = valid.ravel()
-        key = flat[v].astype(np.int64) * n_colors + idx.ravel()[v]
-        votes += np.bincount(key, weights=weight.ravel()[v], minlength=count * n_colors).reshape(count, n_colors)
+        pixels = np.flatnonzero((idx >= 0) & (ref.registration.fit > 0))
+        colors = idx.ravel()[pixels].astype(np.int64)
+        weights = weight.ravel()[pixels]
+        key = flat[pixels].astype(np.int64) * n_colors + colors
+        votes += np.bincount(key, weights=weights, minlength=count * n_colors).reshape(count, n_colors)
         if per_pixel is not None:
             # Every pixel has one color per reference: one scattered add, no duplicates.
-            ys, xs = np.nonzero(valid)
-            per_pixel[idx[ys, xs], ys, xs] += weight[ys, xs]
+            per_pixel.reshape(-1)[colors * flat.size + pixels] += weights
     areas = np.maximum(np.bincount(flat, minlength=count), 1).astype(np.float64)
     return votes / areas[:, None], per_pixel
 
@@ -107,18 +121,16 @@ def descriptor_votes(labels: np.ndarray, count: int, n_colors: int, inner: np.nd
     votes = np.zeros((count, n_colors), np.float64)
     if not len(inner):
         return votes
-    cache: dict[Frame, np.ndarray] = {}
+    page_shapes = region_shapes(labels, count)
     for ref in refs:
         areas = ref.regions.areas()
         ref_inner = np.flatnonzero(~ref.regions.touches_border & (areas >= max(4, min_area * ref.index.size)))
         ref_inner = ref_inner[ref_inner > 0]
         if not len(ref_inner):
             continue
-        frame = ref.registration.page_frame
-        if frame not in cache:
-            cache[frame] = region_descriptors(labels, count, frame)
-        ref_desc = region_descriptors(ref.regions.labels, ref.regions.count, ref.registration.ref_frame)
-        cost = match_cost(cache[frame][inner], ref_desc[ref_inner])
+        page_desc = region_descriptors(page_shapes[inner], ref.registration.page_frame)
+        ref_desc = region_descriptors(ref.region_shapes[ref_inner], ref.registration.ref_frame)
+        cost = match_cost(page_desc, ref_desc)
         rows, cols = linear_sum_assignment(cost)
         chosen = cost.argmin(1)
         chosen[rows] = cols

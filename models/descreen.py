@@ -28,7 +28,6 @@ import cv2
 import numpy as np
 from scipy import fft, ndimage
 
-from chromaflow.models.content_cache import ContentCache
 
 TILE = 128  # Welch tile side (frequency resolution 1/128 cycles per pixel)
 MAX_TILES = 48  # tiles averaged at most
@@ -74,16 +73,33 @@ class Descreened:
     gray: np.ndarray  # float32 H x W, 0..255: the page with screens flattened, strokes kept
     peaks: list[ScreenPeak]  # the periodic screens' spectral peaks (fundamentals and harmonics)
     texture_share: float  # share of the page that was textured (screened) before
-    ink: np.ndarray  # bool H x W: stroke / solid-black pixels (never smoothed)
+
+
+@dataclass
+class PageTone:
+    """A tone page as descreening left it, for the steps after line extraction (which
+    run elsewhere and see crops of the page): its gray with the screens flattened, and for
+    the page's notes the screens found and the share of the page they covered."""
+
+    gray: np.ndarray  # uint8 H x W
+    screens: list[dict]  # ScreenPeak.describe() of the strongest peaks
+    texture_share: float
+
+    @classmethod
+    def of(cls, result: Descreened) -> "PageTone":
+        gray = np.clip(result.gray + 0.5, 0, 255).astype(np.uint8)
+        return cls(gray, [p.describe() for p in result.peaks[:8]], result.texture_share)
 
 
 def white_balanced(rgb: np.ndarray) -> np.ndarray:
     """The page with its paper made white: every channel divided by its PAPER_PERCENTILE
     value (yellowed paper, a scanner's cast). uint8 RGB."""
-    img = rgb.astype(np.float32)
-    paper = np.percentile(img.reshape(-1, 3)[:: max(1, img.size // 3 // 200_000)], PAPER_PERCENTILE, axis=0)
-    paper = np.maximum(paper, 32.0)  # an all-dark page keeps its levels
-    return np.clip(img * (255.0 / paper) + 0.5, 0, 255).astype(np.uint8)
+    pixels = rgb.reshape(-1, 3)
+    sample = pixels[:: max(1, len(pixels) // 200_000)].astype(np.float32)
+    paper = np.maximum(np.percentile(sample, PAPER_PERCENTILE, axis=0), 32.0)  # an all-dark page keeps its levels
+    # One lookup table per channel: 256 values to scale instead of every pixel.
+    table = np.clip(np.arange(256, dtype=np.float32)[:, None] * (255.0 / paper) + 0.5, 0, 255).astype(np.uint8)
+    return cv2.LUT(np.ascontiguousarray(rgb, dtype=np.uint8), table.reshape(256, 1, 3))
 
 
 def welch_spectrum(gray: np.ndarray) -> np.ndarray:
@@ -358,31 +374,13 @@ def _zone_box(zone: np.ndarray, margin: int) -> tuple[slice, slice]:
             slice(max(0, xs[0] - margin), min(w, xs[-1] + margin + 1)))
 
 
-CACHED_PAGES = 2  # descreened pages remembered (line extraction and the colorizer see the same page)
-_cache = ContentCache(CACHED_PAGES)
-
-
 def descreen(gray: np.ndarray, peaks: list[ScreenPeak] | None = None) -> Descreened:
     """Flatten the page's screens (see the module docstring). `gray`: uint8 or float, 0..255,
-    white-balanced; `peaks`: from detect_screen_peaks (computed when None). With peaks None
-    the result of the last CACHED_PAGES pages is reused (its arrays are read-only): where
-    line extraction and the colorizer run in one process on the same page (evaluation,
-    bench_colorize) it is descreened once. The pipeline's lines stage and colorize actors
-    are separate processes (and colorize sees panel crops), so there it runs twice."""
+    white-balanced; `peaks`: from detect_screen_peaks (computed when None). A page is
+    descreened once, by line extraction: what the colorizer needs of it travels as
+    PageTone (the lines stage stores it, the colorize stage hands crops of it on)."""
     gray = gray.astype(np.float32)
-    if peaks is not None:
-        return _descreen(gray, peaks)
-    return _cache.get([gray], lambda: _read_only(_descreen(gray, detect_screen_peaks(gray))))
-
-
-def _read_only(result: Descreened) -> Descreened:
-    for array in (result.gray, result.ink):
-        array.flags.writeable = False
-    return result
-
-
-def clear_cache() -> None:
-    _cache.clear()
+    return _descreen(gray, detect_screen_peaks(gray) if peaks is None else peaks)
 
 
 def _descreen(gray: np.ndarray, peaks: list[ScreenPeak]) -> Descreened:
@@ -391,6 +389,8 @@ def _descreen(gray: np.ndarray, peaks: list[ScreenPeak]) -> Descreened:
     if peaks:  # where the notches took a screen out
         periodic = window_mean((gray - notched) ** 2) > SCREEN_LEVEL ** 2
     sparse, dense, grain = grain_zone(notched, periodic)
+    if not peaks and not sparse.any() and not dense.any():  # a clean page: nothing to flatten
+        return Descreened(np.clip(notched, 0, 255), peaks, 0.0)
     ink = stroke_mask(notched, sparse, dense, grain)
     out = notched.copy()
     weight = (~ink).astype(np.float32)
@@ -407,4 +407,4 @@ def _descreen(gray: np.ndarray, peaks: list[ScreenPeak]) -> Descreened:
             out[box] = out[box] * (1.0 - blend) + smooth * blend
             textured |= zone
     out[ink] = notched[ink]
-    return Descreened(np.clip(out, 0, 255), peaks, float(textured.mean()), ink)
+    return Descreened(np.clip(out, 0, 255), peaks, float(textured.mean()))

@@ -176,7 +176,8 @@ def colorize_case(pair: Pair, case: Case, backend: str, config: Config,
         remembered_colors = memory_of_references(refs, cfg.colorize.palette_tolerance).colors([pair.identity])
     request = ColorizeRequest(key=f"{pair.identity}/{pair.target.view.name}", page=page, lines=art.lines,
                               kind=art.kind, references=refs, identities=[pair.identity],
-                              remembered_colors=remembered_colors, palette_tolerance=cfg.colorize.palette_tolerance)
+                              remembered_colors=remembered_colors, palette_tolerance=cfg.colorize.palette_tolerance,
+                              tone=art.tone)
     start = time.perf_counter()
     out = colorizer.colorize(request)
     seconds = time.perf_counter() - start

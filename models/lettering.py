@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
-from .segmentation import Segmentation
+from .segmentation import Segmentation, fill_holes
 
 MIN_AREA_SHARE, MAX_AREA_SHARE = 0.002, 0.25  # a balloon's filled area, share of the page
 PAPER_SHARE = 0.55
@@ -100,7 +100,7 @@ def find_balloons(seg: Segmentation, lines: np.ndarray, gray: np.ndarray) -> Bal
         if bh * bw < MIN_AREA_SHARE * h * w or area[label] < MIN_AREA_SHARE * h * w * PAPER_SHARE:
             continue
         region = seg.labels[sl] == label
-        filled = ndimage.binary_fill_holes(region)
+        filled = fill_holes(region)
         if not MIN_AREA_SHARE * h * w <= filled.sum() <= MAX_AREA_SHARE * h * w:
             continue
         if region.sum() < PAPER_SHARE * filled.sum():

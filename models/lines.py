@@ -10,7 +10,7 @@ also traces sharp steps of the gray level (hair against skin): borders without a
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -18,6 +18,7 @@ import numpy as np
 from chromaflow.conf import LinesConfig
 from chromaflow.storage.images import resize_longest
 
+from .descreen import PageTone
 from .page_styles import COLOR, GRAY, LINE, TONE, analyse_page, classify_page  # noqa: F401 (re-exported)
 
 DARK_INK_LEVEL = 40  # gray level below which a pixel of a gray/tone/color page is ink
@@ -30,7 +31,7 @@ STROKE_HALF_WIDTH = 0.012  # rim kept as outline of such a fill
 class LineArt:
     lines: np.ndarray  # uint8 H x W, 0 = ink, 255 = paper
     kind: str  # the page style: line, gray, tone or color (models/page_styles.py)
-    screens: list[dict] = field(default_factory=list)  # tone pages: the detected screens
+    tone: PageTone | None = None  # tone pages: the descreened gray (at the page's size) and screens
 
 
 def xdog(gray: np.ndarray, cfg: LinesConfig) -> np.ndarray:
@@ -98,4 +99,7 @@ def extract_lines(rgb: np.ndarray, cfg: LinesConfig | None = None) -> LineArt:
     if lines.shape[:2] != (h, w):
         lines = cv2.resize(lines, (w, h), interpolation=cv2.INTER_LINEAR)
         lines = np.where(lines < 128, 0, 255).astype(np.uint8)
-    return LineArt(lines=lines, kind=kind, screens=page.screens)
+    tone = page.tone
+    if tone is not None and tone.gray.shape != (h, w):
+        tone = replace(tone, gray=cv2.resize(tone.gray, (w, h), interpolation=cv2.INTER_AREA))
+    return LineArt(lines=lines, kind=kind, tone=tone)

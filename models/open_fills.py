@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-from scipy import ndimage
+
+from .segmentation import fill_holes
 
 MIN_PIXEL_VOTE = 0.12  # share of the (normalized) reference weight a pixel color needs
 ANCHOR_SHARE = 0.5  # share of a fill's outline that must lie along page ink or the image border
@@ -66,9 +67,17 @@ def open_fills(region_mask: np.ndarray, pixel_votes: np.ndarray, paper_index: in
     present = np.flatnonzero(pixel_votes.reshape(len(pixel_votes), -1).max(1) > 0)
     if not len(present):
         return np.full((h, w), paper_index, np.int32)
-    smoothed = np.stack([cv2.blur(pixel_votes[c], (k, k)) for c in present])
-    color = present[smoothed.argmax(0)].astype(np.int32)
-    color[smoothed.max(0) <= MIN_PIXEL_VOTE] = paper_index
+    # The most-voted color per pixel, one color plane at a time (an argmax over a stack of
+    # planes reads memory across planes and costs more than the blurs); ties go to the
+    # lower color index, as argmax does.
+    best = np.zeros((h, w), np.float32)
+    color = np.full((h, w), paper_index, np.int32)
+    for c in present:
+        smoothed = cv2.blur(pixel_votes[c], (k, k))
+        better = smoothed > best
+        np.copyto(best, smoothed, where=better)
+        color[better] = c
+    color[best <= MIN_PIXEL_VOTE] = paper_index
     color[~region_mask] = paper_index
     colored = color != paper_index
     kept = cv2.morphologyEx(colored.astype(np.uint8), cv2.MORPH_OPEN, _ball(sliver_width * longest)) > 0
@@ -82,6 +91,6 @@ def open_fills(region_mask: np.ndarray, pixel_votes: np.ndarray, paper_index: in
     for c in colors[np.argsort(-sizes, kind="stable")]:
         held = anchored(kept & (color == c), near_ink)
         if held.any():
-            held = ndimage.binary_fill_holes(held) & region_mask
+            held = fill_holes(held) & region_mask
             out[held] = c
     return out

@@ -19,7 +19,7 @@ import numpy as np
 
 from chromaflow.storage.images import resize_longest
 
-from .descreen import Descreened, descreen, white_balanced
+from .descreen import PageTone, descreen, white_balanced
 
 LINE, GRAY, TONE, COLOR = "line", "gray", "tone", "color"
 STYLES = (LINE, GRAY, TONE, COLOR)
@@ -42,8 +42,7 @@ def style_name(kind: str) -> str:
 class PageAnalysis:
     style: str
     gray: np.ndarray  # uint8 H x W: white-balanced gray, descreened on tone pages
-    screens: list[dict]  # detected periodic screens (tone pages), ScreenPeak.describe()
-    descreened: Descreened | None = None
+    tone: PageTone | None = None  # tone pages: what descreening found
 
 
 def is_colored(rgb: np.ndarray) -> bool:
@@ -61,16 +60,16 @@ def analyse_page(rgb: np.ndarray, detect_screens: bool = True) -> PageAnalysis:
     balanced = white_balanced(rgb)
     gray = cv2.cvtColor(balanced, cv2.COLOR_RGB2GRAY)
     if is_colored(balanced):
-        return PageAnalysis(COLOR, gray, [])
+        return PageAnalysis(COLOR, gray)
     if detect_screens:
         result = descreen(gray)
         peaks = result.peaks
         if peaks or result.texture_share >= MIN_TEXTURE_SHARE:
-            flat = np.clip(result.gray + 0.5, 0, 255).astype(np.uint8)
-            return PageAnalysis(TONE, flat, [p.describe() for p in peaks[:8]], result)
+            tone = PageTone.of(result)
+            return PageAnalysis(TONE, tone.gray, tone)
     small = resize_longest(gray, 512)
     two_tone = float(((small > PAPER_LEVEL) | (small < INK_LEVEL)).mean())
-    return PageAnalysis(LINE if two_tone > TWO_TONE_SHARE else GRAY, gray, [])
+    return PageAnalysis(LINE if two_tone > TWO_TONE_SHARE else GRAY, gray)
 
 
 def classify_page(rgb: np.ndarray) -> str:

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-from scipy import ndimage
 
 from .patches import Box, whole_image
+from .segmentation import fill_holes
 
 MIN_PANEL_SHARE = 0.04  # of the page area
 MIN_RECTANGULARITY = 0.9  # filled area / bounding-box area
@@ -41,7 +41,7 @@ def find_panels(lines: np.ndarray) -> list[Box]:
         if x == 0 or y == 0 or x + bw >= w or y + bh >= h:
             continue  # touches the page edge: gutter/margin or a borderless drawing
         region = labels[y:y + bh, x:x + bw] == label
-        filled = ndimage.binary_fill_holes(region)
+        filled = fill_holes(region)
         if filled.mean() < MIN_RECTANGULARITY:
             continue
         if 1.0 - region.sum() / filled.sum() < MIN_DRAWING_SHARE:

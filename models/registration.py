@@ -102,12 +102,12 @@ def _lookup(dt: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, n
 class _Chamfer:
     """Partial symmetric chamfer cost of mapping reference frames onto the page frame."""
 
-    def __init__(self, page_ink: np.ndarray, ref_ink: np.ndarray, page_frame: Frame):
-        self.page_frame = np.array(tuple(page_frame[:3]) + (0.0,), np.float64)
-        self.clip = ALIGN_CLIP * page_frame[2]
-        self.page_dt = np.minimum(cv2.distanceTransform((~page_ink).astype(np.uint8), cv2.DIST_L2, 3), self.clip)
+    def __init__(self, page: PageInk, ref_ink: np.ndarray):
+        self.page_frame = np.array(tuple(page.frame[:3]) + (0.0,), np.float64)
+        self.clip = ALIGN_CLIP * page.frame[2]
+        self.page_dt = np.minimum(page.distance, self.clip)
         self.ref_dt = cv2.distanceTransform((~ref_ink).astype(np.uint8), cv2.DIST_L2, 3)
-        self.page_pts = ink_points(page_ink)
+        self.page_pts = page.points
         self.ref_pts = ink_points(ref_ink)
 
     def costs(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -127,19 +127,37 @@ class _Chamfer:
         return overlap + UNCOVERED_COST * self.clip * uncovered, np.maximum(0.0, 1.0 - overlap / self.clip)
 
 
+class PageInk:
+    """A page's strokes with what every registration onto them needs from the page alone
+    (its frame, ink points, distance to ink, blurred stroke image), computed once for all
+    the references registered onto it."""
+
+    def __init__(self, ink: np.ndarray):
+        self.ink = ink
+        self.frame = box_frame(mask_box(ink))
+        self.points = ink_points(ink)
+        self.distance = cv2.distanceTransform((~ink).astype(np.uint8), cv2.DIST_L2, 3)
+        self._strokes: dict[tuple, np.ndarray] = {}
+
+    def strokes(self, sigma: float, size: tuple[int, int]) -> np.ndarray:
+        if (sigma, size) not in self._strokes:
+            self._strokes[sigma, size] = _stroke_image(self.ink, sigma, size)
+        return self._strokes[sigma, size]
+
+
 def _masked_mean(values: np.ndarray, mask: np.ndarray, empty: float) -> np.ndarray:
     count = mask.sum(axis=1)
     return np.where(count > 0, (values * mask).sum(axis=1) / np.maximum(count, 1), empty)
 
 
-def align_frames(page_ink: np.ndarray, ref_ink: np.ndarray) -> tuple[Frame, Frame, float]:
+def align_frames(page: PageInk, ref_ink: np.ndarray) -> tuple[Frame, Frame, float]:
     """(page frame, reference frame, fit in [0, 1]) of the best global alignment: the
     reference frame maps onto the page frame (see the module docstring)."""
-    page_frame = box_frame(mask_box(page_ink))
+    page_frame = page.frame
     ref_frame = box_frame(mask_box(ref_ink))
-    if not page_ink.any() or not ref_ink.any():
+    if not len(page.points) or not ref_ink.any():
         return page_frame, ref_frame, 0.0
-    chamfer = _Chamfer(page_ink, ref_ink, page_frame)
+    chamfer = _Chamfer(page, ref_ink)
     pcx, pcy, ps = page_frame
     frames = [ref_frame + (0.0,)]
     for scale in COARSE_SCALES:
@@ -189,27 +207,28 @@ def _stroke_image(ink: np.ndarray, sigma: float, size: tuple[int, int]) -> np.nd
     return np.clip(cv2.resize(blurred, size, interpolation=cv2.INTER_AREA) * 255.0 * 2.0, 0, 255).astype(np.uint8)
 
 
-def dense_refine(page_ink: np.ndarray, warped_ref_ink: np.ndarray) -> np.ndarray:
+def dense_refine(page: PageInk, warped_ref_ink: np.ndarray) -> np.ndarray:
     """Flow (H x W x 2, page pixels) taking every page pixel to its counterpart in the
     globally mapped reference."""
-    h, w = page_ink.shape
+    h, w = page.ink.shape
     scale = min(1.0, FLOW_SIZE / max(h, w))
     size = (max(8, round(w * scale)), max(8, round(h * scale)))
     sigma = max(1.0, FLOW_BLUR * max(h, w))
     flow_engine = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST)
-    flow = flow_engine.calc(_stroke_image(page_ink, sigma, size), _stroke_image(warped_ref_ink, sigma, size), None)
+    flow = flow_engine.calc(page.strokes(sigma, size), _stroke_image(warped_ref_ink, sigma, size), None)
     return cv2.resize(flow, (w, h), interpolation=cv2.INTER_LINEAR) * np.float32(w / size[0])
 
 
-def local_fit(page_ink: np.ndarray, warped_ref_ink: np.ndarray, covered: np.ndarray) -> np.ndarray:
+def local_fit(page: PageInk, warped_ref_ink: np.ndarray, covered: np.ndarray) -> np.ndarray:
     """Share of strokes (page's and mapped reference's) within FIT_TOLERANCE of a stroke of
     the other, in a Gaussian window; 0 where the reference does not reach. The window is
     wide, so it is averaged at a quarter of the resolution."""
+    page_ink = page.ink
     h, w = page_ink.shape
     longest = max(h, w)
     tol = max(1.5, FIT_TOLERANCE * longest)
     near_ref = cv2.distanceTransform((~warped_ref_ink).astype(np.uint8), cv2.DIST_L2, 3) <= tol
-    near_page = cv2.distanceTransform((~page_ink).astype(np.uint8), cv2.DIST_L2, 3) <= tol
+    near_page = page.distance <= tol
     good = (page_ink & near_ref).astype(np.float32) + (warped_ref_ink & near_page).astype(np.float32)
     total = page_ink.astype(np.float32) + warped_ref_ink.astype(np.float32)
     small = (max(1, w // 4), max(1, h // 4))
@@ -219,16 +238,19 @@ def local_fit(page_ink: np.ndarray, warped_ref_ink: np.ndarray, covered: np.ndar
     return np.where(covered, np.clip(fit, 0.0, 1.0), 0.0).astype(np.float32)
 
 
-def register(page_ink: np.ndarray, ref_ink: np.ndarray, dense: bool = True) -> Registration:
-    """Registration of a reference (its ink) to the page (its ink); both at analysis size."""
-    page_frame, ref_frame, global_fit = align_frames(page_ink, ref_ink)
+def register(page: PageInk | np.ndarray, ref_ink: np.ndarray, dense: bool = True) -> Registration:
+    """Registration of a reference (its ink) to the page (its ink, or PageInk of it when
+    several references are registered onto one page); both at analysis size."""
+    page = page if isinstance(page, PageInk) else PageInk(page)
+    page_ink = page.ink
+    page_frame, ref_frame, global_fit = align_frames(page, ref_ink)
     map_x, map_y = frame_maps(page_frame, ref_frame, page_ink.shape)
     remap = lambda img, mx, my: cv2.remap(img, mx, my, cv2.INTER_NEAREST,  # noqa: E731
                                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     warped = remap(ref_ink.astype(np.uint8), map_x, map_y) > 0
     trust = 1.0
     if dense and page_ink.any() and warped.any():
-        flow = dense_refine(page_ink, warped)
+        flow = dense_refine(page, warped)
         # The flow aligns any strokes with any strokes: the farther it had to move a pixel,
         # the less its fit says (a shirt outline pulled onto a face outline fits, wrongly).
         reach = FLOW_TRUST * max(page_ink.shape)
@@ -241,4 +263,4 @@ def register(page_ink: np.ndarray, ref_ink: np.ndarray, dense: bool = True) -> R
         warped = remap(ref_ink.astype(np.uint8), map_x, map_y) > 0
     rh, rw = ref_ink.shape
     covered = (map_x >= 0) & (map_x <= rw - 1) & (map_y >= 0) & (map_y <= rh - 1)
-    return Registration(map_x, map_y, local_fit(page_ink, warped, covered) * trust, global_fit, page_frame, ref_frame)
+    return Registration(map_x, map_y, local_fit(page, warped, covered) * trust, global_fit, page_frame, ref_frame)

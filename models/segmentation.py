@@ -46,6 +46,17 @@ def ink_mask(lines: np.ndarray) -> np.ndarray:
     return lines < INK_THRESHOLD
 
 
+def fill_holes(mask: np.ndarray) -> np.ndarray:
+    """`mask` with its holes filled: what scipy.ndimage.binary_fill_holes gives (the
+    background is 4-connected), by one flood fill of the outside instead of repeated
+    dilations, which cost ~30x more on a page-sized mask."""
+    h, w = mask.shape
+    padded = np.zeros((h + 2, w + 2), np.uint8)
+    padded[1:-1, 1:-1] = mask
+    cv2.floodFill(padded, None, (0, 0), 2, flags=4)
+    return padded[1:-1, 1:-1] != 2
+
+
 def ball_radius(shape: tuple[int, int]) -> float:
     return max(MIN_BALL_RADIUS, BALL_RADIUS_SHARE * max(shape))
 
@@ -291,7 +302,8 @@ def split_by_gray(seg: Segmentation, gray: np.ndarray) -> Segmentation:
     levels = gray_levels(gray, paper)
     if len(levels) < 2:
         return seg
-    level = np.abs(gray[..., None].astype(np.float32) - levels[None, None, :]).argmin(-1)
+    # Nearest level of every gray value, looked up per pixel.
+    level = np.abs(np.arange(256, dtype=np.float32)[:, None] - levels[None, :]).argmin(1)[gray]
     key = np.where(paper, seg.labels.astype(np.int64) * len(levels) + level + 1, 0)
     parts = label_equal(key, connectivity=1, background=0).astype(np.int32)
     count = int(parts.max()) + 1

@@ -32,13 +32,14 @@ pan offset (`HeldColors`).
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import cv2
 import numpy as np
 
 from chromaflow.conf import Config
 from chromaflow.models.colorizers import ColorizeRequest, Colorizer, build_colorizer
-from chromaflow.models.descreen import white_balanced
+from chromaflow.models.descreen import PageTone, white_balanced
 from chromaflow.models.holds import reuse_color
 from chromaflow.models.instances.assignment import UNKNOWN
 from chromaflow.models.page_styles import COLOR, style_name
@@ -52,6 +53,7 @@ from chromaflow.storage.shards import json_bytes
 
 from .held import in_place_source
 from .instances import read_instances
+from .lines import read_tone
 from .palette_memory import job_palette_memory
 from .runner import ShardStats, run_shard
 
@@ -157,6 +159,7 @@ def page_requests(key: str, inputs: dict, config: Config, colorizer: Colorizer, 
     frame_meta = json.loads(inputs["ingest"]["json"])
     lines = decode_png(inputs["lines"]["png"], gray=True)
     kind = json.loads(inputs["lines"]["json"])["kind"]
+    tone = read_tone(inputs["lines"])
     page = resize_longest(decode_png(inputs["ingest"]["png"]), config.colorize.work_size)
     retrieved = json.loads(inputs["retrieve"]["json"])
     panels = retrieved.get("panels") or [{"box": whole_image(lines), **retrieved}]
@@ -170,12 +173,14 @@ def page_requests(key: str, inputs: dict, config: Config, colorizer: Colorizer, 
     for i, panel in enumerate(panels):
         box = tuple(panel["box"])
         panel_lines, panel_page = crop(lines, box), crop(page, box)
+        panel_tone = tone_crop(tone, box)
         if characters is not None and crop(characters, box).any():
             # The characters are colored one by one below; the panel's own request colors
             # what is left (scenery, objects), or nothing when only stray strokes are left.
             erased = crop(characters, box)
             panel_lines = np.where(erased, 255, panel_lines).astype(np.uint8)
             panel_page = np.where(erased[..., None], 255, panel_page).astype(np.uint8)
+            panel_tone = tone_crop(tone, box, ~erased)
             if (panel_lines < 128).mean() < BACKGROUND_MIN_INK:
                 continue  # stays as drawn
         refs = [references.load_reference(entry["name"], float(entry.get("score", 0.0)))
@@ -191,18 +196,18 @@ def page_requests(key: str, inputs: dict, config: Config, colorizer: Colorizer, 
             key=key if len(panels) == 1 else f"{key}-panel{i}", page=panel_page, lines=panel_lines,
             kind=kind, references=refs, identities=list(panel.get("identities", [])), scene_id=scene_id,
             quadrant_patches=patches, remembered_colors=memory.colors(named) if memory is not None else None,
-            palette_tolerance=config.colorize.palette_tolerance)))
+            palette_tolerance=config.colorize.palette_tolerance, tone=panel_tone)))
     for n, record in enumerate(retrieved.get("instances", []) if per_instance else []):
         if record.get("references"):
             where, request = instance_request(f"{key}-instance{n}", record, labels, lines, page, kind, scene_id,
-                                              references, memory, config)
+                                              references, memory, config, tone)
             work.instances.append((f"track{record.get('track', n)}", where, request))
     return work
 
 
 def instance_request(key: str, record: dict, labels: np.ndarray, lines: np.ndarray, page: np.ndarray, kind: str,
                      scene_id: int, references: ReferenceImages, memory: PaletteMemory | None,
-                     config: Config) -> tuple[tuple, ColorizeRequest]:
+                     config: Config, tone: PageTone | None) -> tuple[tuple, ColorizeRequest]:
     """One instance's crop (paper outside its mask) and its references: its identity's,
     or for an unknown instance those its search found over all pools."""
     mask = np.isin(labels, record["pieces"])
@@ -219,8 +224,17 @@ def instance_request(key: str, record: dict, labels: np.ndarray, lines: np.ndarr
         identities=[identity], scene_id=scene_id,
         remembered_colors=memory.colors({identity} if identity != UNKNOWN else {r.identity for r in refs})
         if memory is not None else None,
-        palette_tolerance=config.colorize.palette_tolerance)
+        palette_tolerance=config.colorize.palette_tolerance, tone=tone_crop(tone, box, inside))
     return (box, inside, record), request
+
+
+def tone_crop(tone: PageTone | None, box: tuple, keep: np.ndarray | None = None) -> PageTone | None:
+    """The tone page's descreened gray under a request's crop, paper outside `keep` (where
+    the request's page is erased to paper too)."""
+    if tone is None:
+        return None
+    gray = crop(tone.gray, box)
+    return replace(tone, gray=gray if keep is None else np.where(keep, gray, 255).astype(np.uint8))
 
 
 def page_sample(work: PageWork, colors, backend: str) -> dict:

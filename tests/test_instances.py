@@ -418,6 +418,38 @@ def test_quadrant_backends_get_each_quadrants_patches_from_the_identities_in_it(
     assert [len(p) for p in request.quadrant_patches] == [len(h) for h in panel["instance_quadrants"]]
 
 
+def test_tone_page_requests_get_crops_of_the_gray_the_lines_stage_descreened(tmp_path):
+    """A screentoned page is descreened once, by the lines stage (kept in its shard); every
+    panel and character request gets its crop of that gray, erased where its page is."""
+    from chromaflow.models.colorizers.region import RegionColorizer
+    from chromaflow.models.synth_screens import Screen, tone_page
+    from chromaflow.retrieval.images import ReferenceImages
+    from chromaflow.stages.colorize import page_requests
+    from chromaflow.stages.lines import read_tone
+
+    page, _ = tone_page(two_characters(colored=True), np.random.default_rng(1), [Screen("dots", 5.0, 45.0)])
+    requests = {}
+    for backend in ("silhouette", "none"):  # per character, and one request for the whole panel
+        job = make_two_character_job(tmp_path / backend, {"toned": page}, [f"instances.backend={backend}"])
+        inputs = {stage: shard_samples(job, stage)[0] for stage in ("ingest", "lines", "retrieve", "instances")}
+        assert json.loads(inputs["lines"]["json"])["kind"] == "tone"
+        tone = read_tone(inputs["lines"])
+        assert tone is not None and tone.screens and tone.gray.shape == (448, 640)
+        assert tone.gray[330, 160] < 235  # alice's body: the screen's mean gray, flat
+        assert np.ptp(tone.gray[310:350, 130:190]) < 25
+        requests[backend] = page_requests("p000000", inputs, load_config(), RegionColorizer(),
+                                          ReferenceImages.open(job.references), None)
+    characters, panel = requests["silhouette"], requests["none"]
+    assert len(characters.instances) == 2 and len(panel.panels) == 1 and not panel.instances
+    for _, ((x0, y0, x1, y1), inside, _), request in characters.instances:
+        assert np.array_equal(request.tone.gray[inside], tone.gray[y0:y1, x0:x1][inside])
+        assert (request.tone.gray[~inside] == 255).all()
+    (x0, y0, x1, y1), request = panel.panels[0][1:]
+    assert np.array_equal(request.tone.gray, tone.gray[y0:y1, x0:x1])
+    line_job = make_two_character_job(tmp_path / "line", {"line": two_characters(colored=False)})
+    assert read_tone(shard_samples(line_job, "lines")[0]) is None  # a line page keeps no gray
+
+
 def test_what_no_request_colors_keeps_the_drawing_on_whitened_neutral_paper():
     # A scan's yellowed paper with a gray wash and black ink, as gutters and skipped panels
     # show it: on black-and-white pages it comes out on white paper, gray and ink kept;

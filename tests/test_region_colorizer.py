@@ -8,7 +8,7 @@ import pytest
 
 from chromaflow.conf import Config
 from chromaflow.models.colorizers import BACKENDS, ColorizeRequest, Reference, build_colorizer
-from chromaflow.models.colorizers.region import RegionColorizer, RegionParams
+from chromaflow.models.colorizers.region import RegionColorizer, RegionParams, keep_page_luminance
 from chromaflow.models.lines import extract_lines
 from chromaflow.models.metrics import pair_metrics
 from chromaflow.models.propagate import TemporalColorizer, propagate_clip
@@ -112,6 +112,21 @@ def test_gray_page_keeps_its_shading():
     body = out[280, 160].astype(int)  # shaded part of the body
     assert body[0] > body[2] + 40  # chroma from the (red) body fill
     assert tuple(out[20, 20]) == (255, 255, 255)  # white paper stays white
+
+
+def test_page_luminance_by_palette_index_equals_it_by_color():
+    rng = np.random.default_rng(5)
+    palette = rng.integers(0, 256, (12, 3)).astype(np.uint8)
+    palette[3] = palette[7]  # two entries of one color: equal colors, different indices
+    index = rng.integers(0, len(palette), (40, 50))
+    index[:, :10] = 11  # never-used entries and one big flat fill
+    lightness = rng.integers(0, 256, (40, 50)).astype(np.uint8)
+    lightness[:20] = 180
+    fill = palette[index]
+    by_color = keep_page_luminance(fill, None, lightness)
+    assert np.array_equal(keep_page_luminance(fill, None, lightness, index=index), by_color)
+    lab = cv2.cvtColor(by_color, cv2.COLOR_RGB2LAB)
+    assert np.abs(lab[..., 0].astype(int) - lightness).max() <= 3  # the lightness is the page's
 
 
 def test_colored_trace_lines_take_the_region_color():

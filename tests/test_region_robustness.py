@@ -4,6 +4,7 @@ framed differently, open outlines, screentones, unsure regions, color pages, bad
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -126,6 +127,27 @@ def test_screentoned_page_gets_flat_colors_under_its_shading():
     assert m["flat_color_accuracy"] > 0.8 and m["background_accuracy"] > 0.99, m
     body = cv2.cvtColor(out[300:370, 110:210], cv2.COLOR_RGB2LAB)[..., 0]  # inside the body, off its outline
     assert body.std() < 6  # no dots left in the body's lightness
+
+
+def test_tone_page_uses_the_descreened_gray_it_is_given():
+    truth = draw_character(PALETTES["alice"], frame=False)
+    page, _ = tone_page(truth, np.random.default_rng(0), [Screen("dots", 5.0, 45.0)])
+    art = extract_lines(page)
+    assert art.kind == "tone" and art.tone is not None and art.tone.gray.shape == art.lines.shape
+    refs = [reference(draw_character(PALETTES["alice"], frame=False, dx=10))]
+    # Line extraction's gray with the body painted paper-white, and made-up screens: the
+    # colorizer must take both from the request, not descreen the page again.
+    given = replace(art.tone, gray=art.tone.gray.copy(), screens=[{"period": 99.0}])
+    given.gray[300:370, 110:210] = 255
+    outputs = {}
+    for name, tone in (("own", None), ("given", given)):
+        request = ColorizeRequest("p0", page, art.lines, art.kind, refs, ["alice"], tone=tone)
+        outputs[name] = RegionColorizer().colorize(request)
+    assert request.diagnostics["screens"] == [{"period": 99.0}]
+    body = {k: cv2.cvtColor(v[310:360, 120:200], cv2.COLOR_RGB2LAB)[..., 0].mean() for k, v in outputs.items()}
+    assert body["own"] < 235 and body["given"] > 250, body  # the body shows the given gray
+    head = (slice(180, 215), slice(130, 190))  # elsewhere the two grays agree
+    assert np.abs(outputs["own"][head].astype(int) - outputs["given"][head].astype(int)).max() <= 2
 
 
 def test_bad_pages_and_references_warn_and_complete():

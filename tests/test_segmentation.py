@@ -5,8 +5,11 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from scipy import ndimage
+
+from chromaflow.models.correspondence import region_descriptors, region_shapes
 from chromaflow.models.segmentation import (
-    build_color_table, quantize, segment_line_art, segment_reference, split_by_gray)
+    build_color_table, fill_holes, quantize, segment_line_art, segment_reference, split_by_gray)
 
 
 def test_gap_in_stroke_does_not_merge_regions():
@@ -104,3 +107,31 @@ def test_painting_like_reference_is_quantized():
     assert table.unflat == [1]
     assert (200, 40, 60) in {tuple(c) for c in table.rgb}
     assert 4 <= len(table.rgb) <= 2 + 12
+
+
+def test_fill_holes_matches_scipy_on_random_masks():
+    rng = np.random.default_rng(3)
+    for density in (0.4, 0.55, 0.7):
+        mask = rng.random((60, 90)) < density
+        expected = ndimage.binary_fill_holes(mask)
+        assert (expected != mask).any()  # the masks have holes to fill
+        assert np.array_equal(fill_holes(mask), expected)
+    ring = np.zeros((9, 9), bool)
+    ring[2:7, 2:7] = True
+    ring[3:6, 3:6] = False
+    ring[4, 6] = False  # a hole open to the outside stays open
+    assert np.array_equal(fill_holes(ring), ndimage.binary_fill_holes(ring))
+    assert not fill_holes(ring)[4, 4]
+
+
+def test_region_shapes_and_descriptors_by_hand():
+    labels = np.zeros((10, 20), np.int32)
+    labels[2:5, 3:9] = 1  # 3 x 6 box: center (5.5, 3), area 18
+    labels[6, 10] = labels[9, 19] = 2  # two pixels far apart: bbox 10 x 4, fill 2 / 40
+    shapes = region_shapes(labels, 4)  # label 3 has no pixels
+    assert np.allclose(shapes[1], [5.5, 3.0, 18, 6, 3])
+    assert np.allclose(shapes[2], [14.5, 7.5, 2, 10, 4])
+    assert np.allclose(shapes[3], 0)
+    desc = region_descriptors(shapes[[1, 2]], (5.5, 3.0, 10.0))
+    assert np.allclose(desc[0], [0.0, 0.0, np.sqrt(18) / 10, 0.6, 0.3, 1.0])
+    assert np.allclose(desc[1], [0.9, 0.45, np.sqrt(2) / 10, 1.0, 0.4, 2 / 40])

@@ -12,6 +12,8 @@ from typing import Protocol
 
 import numpy as np
 
+from chromaflow.models.descreen import PageTone
+
 
 @dataclass
 class Reference:
@@ -40,6 +42,9 @@ class ColorizeRequest:
     # identities on this page; backends snap their fills to them. None: no memory.
     remembered_colors: np.ndarray | None = None
     palette_tolerance: float = 8.0
+    # Tone pages: the page's descreened gray (cropped like `page`) as line extraction made
+    # it, so the backend need not descreen again. None: the backend descreens `page`.
+    tone: PageTone | None = None
     # Filled by the backend with JSON-serialisable facts about this page (the colorize stage
     # copies it into the color shard's JSON and report.html). Keys, all optional:
     #   "style":           the page style the backend handled: line | gray | tone | color

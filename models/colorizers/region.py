@@ -37,13 +37,14 @@ import numpy as np
 from chromaflow.conf import ColorizeConfig, Config
 from chromaflow.models.content_cache import ContentCache
 from chromaflow.models.correspondence import (
-    ReferenceView, decide, descriptor_votes, inclusion_votes, lightness_prior, region_gray)
-from chromaflow.models.descreen import descreen, white_balanced
+    ReferenceView, decide, descriptor_votes, inclusion_votes, lightness_prior, region_gray,
+    region_shapes)
+from chromaflow.models.descreen import PageTone, descreen, white_balanced
 from chromaflow.models.lettering import find_balloons
 from chromaflow.models.open_fills import open_fills
 from chromaflow.models.page_styles import COLOR, GRAY, TONE, style_name
 from chromaflow.models.panel_frames import frame_strokes, regions_on_frame
-from chromaflow.models.registration import register
+from chromaflow.models.registration import PageInk, register
 from chromaflow.models.segmentation import (
     ANALYSIS_SIZE, MIN_BALL_RADIUS, ColorTable, Segmentation, build_color_table, ink_mask, quantize, rgb_to_lab,
     rgb_keys, segment_line_art, segment_reference, snap_image, split_by_gray, split_leaky_regions)
@@ -112,10 +113,12 @@ class RegionColorizer:
         balanced = white_balanced(page)
         shade = cv2.cvtColor(balanced, cv2.COLOR_RGB2GRAY)
         if style == TONE:
-            screened = descreen(shade)
-            shade = np.clip(screened.gray + 0.5, 0, 255).astype(np.uint8)
-            diag["screens"] = [p.describe() for p in screened.peaks[:8]]
-            if screened.texture_share > ALL_SCREEN_SHARE:
+            tone = request.tone
+            if tone is None or tone.gray.shape != (h, w):
+                tone = PageTone.of(descreen(shade))
+            shade = tone.gray
+            diag["screens"] = tone.screens
+            if tone.texture_share > ALL_SCREEN_SHARE:
                 self._warn(diag, f"page {request.key} is almost entirely screentone: colored as one gray area")
         self._check_strokes(lines, request.key, diag)
         seg = self.segment(lines, shade if style in (GRAY, TONE) else None)
@@ -136,9 +139,10 @@ class RegionColorizer:
             table = ColorTable(lab=rgb_to_lab(self.background[None]), rgb=self.background[None].copy())
             fill_index = np.zeros((h, w), np.int32)
             decided = seg.labels > 0
-        fill = self._fill_image(seg, table, fill_index, decided)
-        fill[balloons.mask] = self.background
-        return self._composite(page, balanced, shade, seg, fill, style)
+        palette = np.vstack([table.rgb, self.background[None]])  # the last entry: balloons' paper
+        fill_index = self._fill_index(fill_index, decided)
+        fill_index[balloons.mask] = len(palette) - 1
+        return self._composite(page, balanced, shade, seg, palette[fill_index], fill_index, style)
 
     def segment(self, lines: np.ndarray, gray: np.ndarray | None = None) -> Segmentation:
         """The page's regions (gap-tolerant; optionally a second pass on leaky regions;
@@ -171,12 +175,12 @@ class RegionColorizer:
         analysis size; `page_ink`: the strokes to register on, default all ink), weighted
         by retrieval score x global stroke fit ** fit_power."""
         table, prepared = self._pool_tables(refs, memory, tolerance)
-        page_ink = labels == 0 if page_ink is None else page_ink
+        page = PageInk(labels == 0 if page_ink is None else page_ink)
         views = []
-        for ref, (index, regions, region_colors, paper) in zip(refs, prepared):
-            registration = register(page_ink, ~paper)
+        for ref, (index, regions, region_colors, shapes, paper) in zip(refs, prepared):
+            registration = register(page, ~paper)
             weight = max(ref.score, 1e-3) * max(registration.global_fit, 1e-3) ** self.params.fit_power
-            views.append(ReferenceView(index, regions, region_colors, weight, registration))
+            views.append(ReferenceView(index, regions, region_colors, shapes, weight, registration))
         total = sum(v.weight for v in views)
         for v in views:
             v.weight /= total
@@ -184,7 +188,7 @@ class RegionColorizer:
 
     def _pool_tables(self, refs: list[Reference], memory: np.ndarray | None, tolerance: float) -> tuple:
         """What does not depend on the page: the pool's color table and per reference its
-        color index (-1: ink), flat-color regions and paper mask. A chapter's pages draw on
+        color index (-1: ink), flat-color regions with their shapes, and paper mask. A chapter's pages draw on
         the same few references, so the last few pools are kept, by content."""
         parts = [memory, np.float64(tolerance), self.background] + [a for r in refs for a in (r.color, r.lines)]
         return self._pools.get(parts, lambda: self._prepare_pool(refs, memory, tolerance))
@@ -200,7 +204,7 @@ class RegionColorizer:
             index = quantize(color, table)
             regions, region_colors = segment_reference(color, lines, table, index)
             index[~paper] = -1
-            prepared.append((index, regions, region_colors, paper))
+            prepared.append((index, regions, region_colors, region_shapes(regions.labels, regions.count), paper))
         return table, prepared
 
     def fill_regions(self, seg: Segmentation, refs: list[Reference], memory: np.ndarray | None = None,
@@ -271,22 +275,23 @@ class RegionColorizer:
         return votes if prior is None else votes * prior
 
     # -- output -----------------------------------------------------------------------------
-    def _fill_image(self, seg: Segmentation, table: ColorTable, fill_index: np.ndarray,
-                    decided: np.ndarray) -> np.ndarray:
-        """RGB fill: ink, tiny regions and regions nobody voted for take the nearest decided
-        color, so the composite keeps anti-aliased stroke edges and recolors trace lines."""
+    @staticmethod
+    def _fill_index(fill_index: np.ndarray, decided: np.ndarray) -> np.ndarray:
+        """Color index per pixel: ink, tiny regions and regions nobody voted for take the
+        nearest decided color, so the composite keeps anti-aliased stroke edges and recolors
+        trace lines."""
         if decided.any() and not decided.all():
-            fill_index = nearest_fill(fill_index, decided)
-        return table.rgb[fill_index]
+            return nearest_fill(fill_index, decided)
+        return fill_index.copy()
 
     def _composite(self, page: np.ndarray, balanced: np.ndarray, shade: np.ndarray, seg: Segmentation,
-                   fill: np.ndarray, style: str) -> np.ndarray:
+                   fill: np.ndarray, fill_index: np.ndarray, style: str) -> np.ndarray:
         if style in (GRAY, COLOR):  # a recolored color page keeps its lightness too
-            return keep_page_luminance(fill, balanced)
+            return keep_page_luminance(fill, balanced, index=fill_index)
         if style == TONE:
             if self.params.tone_output == "screen":
-                return keep_page_luminance(fill, balanced)
-            return keep_page_luminance(fill, None, tone_lightness(fill, shade, seg.labels))
+                return keep_page_luminance(fill, balanced, index=fill_index)
+            return keep_page_luminance(fill, None, tone_lightness(fill, shade, seg.labels), index=fill_index)
         return multiply_strokes(fill, balanced, seg.labels == 0)
 
 
@@ -372,7 +377,8 @@ def tone_lightness(fill: np.ndarray, shade: np.ndarray, labels: np.ndarray) -> n
     shading inside it); ink keeps the page's lightness. A print's tone reproduction (spot
     function, dot gain) makes a screen's mean coverage differ from the drawing's gray by up
     to ~15 levels, so the regions' own colors, not the screen's mean, set the level."""
-    page_l = cv2.cvtColor(cv2.cvtColor(shade, cv2.COLOR_GRAY2RGB), cv2.COLOR_RGB2LAB)[..., 0].astype(np.float32)
+    ramp = np.repeat(np.arange(256, dtype=np.uint8)[None, :, None], 3, axis=2)  # the Lab L of every gray
+    page_l = cv2.cvtColor(ramp, cv2.COLOR_RGB2LAB)[0, :, 0].astype(np.float32)[shade]
     fill_l = cv2.cvtColor(fill, cv2.COLOR_RGB2LAB)[..., 0].astype(np.float32)
     # The shading is smooth; what descreening left at the screen's frequency is not shading.
     paper = (labels > 0).astype(np.float32)
@@ -387,17 +393,27 @@ def tone_lightness(fill: np.ndarray, shade: np.ndarray, labels: np.ndarray) -> n
     return np.clip(np.where(screened, target, page_l) + 0.5, 0, 255).astype(np.uint8)
 
 
-def keep_page_luminance(color: np.ndarray, page: np.ndarray | None, target_l: np.ndarray | None = None
-                        ) -> np.ndarray:
+def keep_page_luminance(color: np.ndarray, page: np.ndarray | None, target_l: np.ndarray | None = None,
+                        index: np.ndarray | None = None) -> np.ndarray:
     """Manga pages carry shading in their gray levels: take chroma from the fill and
     lightness from the page (or `target_l`, uint8 Lab L, when given). Where a chroma is out
     of gamut at the page's lightness (vivid color on white paper), it is reduced until the
     lightness survives the trip to RGB. Computed once per distinct (fill color, page
-    lightness) pair: fills are flat."""
+    lightness) pair: fills are flat. `index`: the fill's palette index per pixel (equal
+    index, equal color), which finds the distinct pairs by counting instead of sorting."""
     if target_l is None:
         target_l = cv2.cvtColor(page, cv2.COLOR_RGB2LAB)[..., 0]
-    keys = (rgb_keys(color.reshape(-1, 3)) << 8) | target_l.ravel().astype(np.int64)
-    uniq, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    lightness_keys = target_l.ravel().astype(np.int64)
+    if index is None:
+        keys = (rgb_keys(color.reshape(-1, 3)) << 8) | lightness_keys
+        _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    else:
+        keys = index.ravel().astype(np.int64) * 256 + lightness_keys
+        present = np.zeros(int(keys.max()) + 1, bool)
+        present[keys] = True
+        inverse = (np.cumsum(present) - 1)[keys]
+        first = np.empty(int(present.sum()), np.int64)
+        first[inverse] = np.arange(keys.size)  # any pixel of a pair stands for it
     fills = color.reshape(-1, 3)[first][None]
     lightness = target_l.ravel()[first][None].astype(np.float32)
     lab = cv2.cvtColor(fills, cv2.COLOR_RGB2LAB).astype(np.float32)
