@@ -73,6 +73,7 @@ class Descreened:
     gray: np.ndarray  # float32 H x W, 0..255: the page with screens flattened, strokes kept
     peaks: list[ScreenPeak]  # the periodic screens' spectral peaks (fundamentals and harmonics)
     texture_share: float  # share of the page that was textured (screened) before
+    textured: np.ndarray  # bool H x W: where it was
 
 
 @dataclass
@@ -390,7 +391,7 @@ def _descreen(gray: np.ndarray, peaks: list[ScreenPeak]) -> Descreened:
         periodic = window_mean((gray - notched) ** 2) > SCREEN_LEVEL ** 2
     sparse, dense, grain = grain_zone(notched, periodic)
     if not peaks and not sparse.any() and not dense.any():  # a clean page: nothing to flatten
-        return Descreened(np.clip(notched, 0, 255), peaks, 0.0)
+        return Descreened(np.clip(notched, 0, 255), peaks, 0.0, np.zeros(gray.shape, bool))
     ink = stroke_mask(notched, sparse, dense, grain)
     out = notched.copy()
     weight = (~ink).astype(np.float32)
@@ -407,4 +408,4 @@ def _descreen(gray: np.ndarray, peaks: list[ScreenPeak]) -> Descreened:
             out[box] = out[box] * (1.0 - blend) + smooth * blend
             textured |= zone
     out[ink] = notched[ink]
-    return Descreened(np.clip(out, 0, 255), peaks, float(textured.mean()))
+    return Descreened(np.clip(out, 0, 255), peaks, float(textured.mean()), textured)

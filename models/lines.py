@@ -19,7 +19,7 @@ from chromaflow.conf import LinesConfig
 from chromaflow.storage.images import resize_longest
 
 from .descreen import PageTone
-from .page_styles import COLOR, GRAY, LINE, TONE, analyse_page, classify_page  # noqa: F401 (re-exported)
+from .page_styles import COLOR, GRAY, LINE, LINE_INK_LEVEL, TONE, analyse_page, classify_page  # noqa: F401 (re-exported)
 
 DARK_INK_LEVEL = 40  # gray level below which a pixel of a gray/tone/color page is ink
 # A dark area whose half-width exceeds this share of the longest side is a fill, not a stroke.
@@ -78,7 +78,7 @@ def extract_lines(rgb: np.ndarray, cfg: LinesConfig | None = None) -> LineArt:
     kind, gray = page.style, page.gray
     if kind == LINE:
         # Already ink on paper: keep anti-aliased strokes, just clean the paper.
-        ink = gray < 160
+        ink = gray < LINE_INK_LEVEL
     else:
         if kind == GRAY and cfg.screentone_smoothing:
             # Fine texture the descreener did not take for a screen (light grain, film

@@ -8,6 +8,11 @@
 Pages are judged after white balance (the paper made white), so a yellowed scan is not a
 color page and its paper is not a gray. Tone is told from gray by its screens
 (models/descreen.py): spectral peaks of a periodic screen, or paper textured by grains.
+Small lettering looks like grains to the texture measures (many small ink pieces close
+together), so a two-toned page (line art) whose grain texture lies only inside speech
+balloons (models/lettering.py, on the page's ink as it is) is line art, not tone. Only
+two-toned pages: the balloon test can take a light, noise-screened face for a balloon,
+and such a page is not two-toned (the scan greys its grains).
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ import numpy as np
 from chromaflow.storage.images import resize_longest
 
 from .descreen import PageTone, descreen, white_balanced
+from .lettering import find_balloons
+from .segmentation import ball_radius, segment_line_art
 
 LINE, GRAY, TONE, COLOR = "line", "gray", "tone", "color"
 STYLES = (LINE, GRAY, TONE, COLOR)
@@ -31,6 +38,7 @@ COLORED_CHROMA = 15.0  # CIELAB chroma of a clearly colored pixel (pastel skin i
 PAPER_LEVEL, INK_LEVEL = 235, 80  # line art is paper (lighter) or ink (darker), little between
 TWO_TONE_SHARE = 0.93  # line art: at least this share of pixels is paper or ink
 MIN_TEXTURE_SHARE = 0.02  # tone: at least this share of the page is screened
+LINE_INK_LEVEL = 160  # on a line page grays below this are ink (also when looking for balloons)
 
 
 def style_name(kind: str) -> str:
@@ -61,15 +69,22 @@ def analyse_page(rgb: np.ndarray, detect_screens: bool = True) -> PageAnalysis:
     gray = cv2.cvtColor(balanced, cv2.COLOR_RGB2GRAY)
     if is_colored(balanced):
         return PageAnalysis(COLOR, gray)
+    small = resize_longest(gray, 512)
+    two_tone = float(((small > PAPER_LEVEL) | (small < INK_LEVEL)).mean()) > TWO_TONE_SHARE
     if detect_screens:
         result = descreen(gray)
-        peaks = result.peaks
-        if peaks or result.texture_share >= MIN_TEXTURE_SHARE:
+        textured = result.texture_share >= MIN_TEXTURE_SHARE
+        if result.peaks or (textured and not (two_tone and lettering_only(gray, result.textured))):
             tone = PageTone.of(result)
             return PageAnalysis(TONE, tone.gray, tone)
-    small = resize_longest(gray, 512)
-    two_tone = float(((small > PAPER_LEVEL) | (small < INK_LEVEL)).mean())
-    return PageAnalysis(LINE if two_tone > TWO_TONE_SHARE else GRAY, gray)
+    return PageAnalysis(LINE if two_tone else GRAY, gray)
+
+
+def lettering_only(gray: np.ndarray, textured: np.ndarray) -> bool:
+    """The textured area is (nearly all) inside speech balloons of the page's own ink."""
+    lines = np.where(gray < LINE_INK_LEVEL, 0, 255).astype(np.uint8)
+    balloons = find_balloons(segment_line_art(lines, radius=ball_radius(lines.shape)), lines, gray)
+    return float((textured & ~balloons.mask).mean()) < MIN_TEXTURE_SHARE
 
 
 def classify_page(rgb: np.ndarray) -> str:

@@ -97,6 +97,21 @@ def test_noise_screen_is_tone_and_lettering_is_not_texture():
     assert classify_page(page) == LINE
 
 
+def test_small_lettering_in_a_balloon_is_not_a_screen():
+    """On a small page, a balloon's letters are grains to the texture measures; inside a
+    balloon they do not make the page tone, while a noise screen beside the same balloon does."""
+    from chromaflow.models.synth_balloons import add_balloon
+
+    truth = draw_character(PALETTES["alice"], size=(160, 224), frame=False)
+    line = draw_character(PALETTES["alice"], size=(160, 224), colored=False, frame=False)
+    page, _, balloon = add_balloon(line, truth, np.random.default_rng(0))
+    assert balloon.letters.sum() > 100
+    assert classify_page(page) == LINE
+    toned, _ = tone_page(truth, np.random.default_rng(5), [Screen("noise", 6.0, 0.0)])
+    toned = np.where(balloon.area[..., None], page, toned).astype(np.uint8)
+    assert classify_page(toned) == TONE
+
+
 @pytest.mark.parametrize("angle", [0.0, 30.0])
 def test_drawn_stripes_with_a_long_period_are_kept(angle):
     """3-px lines every 30 px: a drawing, not a screen, although its harmonics (15, 10,

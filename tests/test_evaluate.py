@@ -91,7 +91,6 @@ def test_evaluate_flow_runs_under_prefect(mini_dataset, tmp_path, prefect_harnes
     assert (tmp_path / "flow" / "metrics.json").is_file()
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9 open: one of 9 tone pages of the mini set is not detected as tone (docs/quality.md)")
 def test_styles_and_conditions_are_evaluated_separately(mini_dataset, tmp_path):
     from chromaflow.models.evaluation import Variants
 

@@ -8,7 +8,8 @@ import pytest
 
 from chromaflow.conf import Config
 from chromaflow.models.colorizers import BACKENDS, ColorizeRequest, Reference, build_colorizer
-from chromaflow.models.colorizers.region import RegionColorizer, RegionParams, keep_page_luminance
+from chromaflow.models.colorizers.region import (BARE_PAPER_L, MIN_BARE_FILL_L, RegionColorizer, RegionParams,
+                                                 keep_page_luminance, with_bare_paper_filled)
 from chromaflow.models.lines import extract_lines
 from chromaflow.models.metrics import pair_metrics
 from chromaflow.models.propagate import TemporalColorizer, propagate_clip
@@ -99,19 +100,42 @@ def test_one_colorizer_serves_pages_of_different_pools_as_fresh_ones_would():
         assert np.array_equal(out, RegionColorizer().colorize(request_for(pages[name], pools[name])))
 
 
-def test_gray_page_keeps_its_shading():
+def test_gray_page_keeps_its_shading_and_colors_its_bare_paper():
     line = draw_character(PALETTES["alice"], colored=False, frame=False)
     page = line.copy()
-    page[260:300, 100:220] = np.minimum(page[260:300, 100:220], 150)  # screentone-like shading on the body
+    page[260:300, 100:220] = np.minimum(page[260:300, 100:220], 150)  # shading on part of the body
     refs = [reference("alice")]
     req = ColorizeRequest("p0", page, extract_lines(line).lines, "gray", refs)
     out = RegionColorizer().colorize(req)
     lab_out = cv2.cvtColor(out, cv2.COLOR_RGB2LAB)[..., 0].astype(int)
     lab_page = cv2.cvtColor(page, cv2.COLOR_RGB2LAB)[..., 0].astype(int)
-    assert np.abs(lab_out - lab_page).max() <= 3  # lightness from the page
-    body = out[280, 160].astype(int)  # shaded part of the body
+    shaded = np.zeros(page.shape[:2], bool)
+    shaded[262:298, 102:218] = True
+    assert np.abs(lab_out - lab_page)[shaded].max() <= 3  # the shaded body: lightness from the page
+    body = out[280, 160].astype(int)
     assert body[0] > body[2] + 40  # chroma from the (red) body fill
-    assert tuple(out[20, 20]) == (255, 255, 255)  # white paper stays white
+    # The head is bare paper on the page (as skin mostly is in manga): it takes the head's
+    # color, lightness included, instead of staying white.
+    head = out[200, 160].astype(int)
+    assert np.abs(head - np.array(PALETTES["alice"]["head"])).max() <= 12, head
+    assert tuple(out[20, 20]) == (255, 255, 255)  # the background paper stays white
+
+
+def test_bare_paper_regions_take_a_light_fills_lightness_and_the_rest_the_pages():
+    labels = np.zeros((10, 40), np.int32)
+    labels[:, :10], labels[:, 10:20], labels[:, 30:] = 1, 2, 3  # columns 20..29 are ink
+    page_l = np.full((10, 40), 255, np.uint8)
+    page_l[:, 10:20] = 150
+    page_l[0, :10] = int(BARE_PAPER_L) - 10  # one row of region 1 a little darker: its mean stays bare
+    fill = np.zeros((10, 40, 3), np.uint8)
+    fill[:, :30] = (250, 205, 170)  # skin: light, may be printed as bare paper
+    fill[:, 30:] = (200, 40, 60)  # a dark red would have been screened
+    skin_l = int(cv2.cvtColor(fill[:1, :1], cv2.COLOR_RGB2LAB)[0, 0, 0])
+    assert skin_l >= MIN_BARE_FILL_L > int(cv2.cvtColor(fill[:1, 30:31], cv2.COLOR_RGB2LAB)[0, 0, 0])
+    out = with_bare_paper_filled(page_l, fill, labels)
+    assert (out[:, :10] == skin_l).all()  # bare paper, light fill: the fill's lightness, the darker row too
+    assert (out[:, 10:20] == 150).all() and (out[:, 20:30] == 255).all()  # shaded region, ink: the page's
+    assert (out[:, 30:] == 255).all()  # bare paper under a dark fill: the page is right, white
 
 
 def test_page_luminance_by_palette_index_equals_it_by_color():

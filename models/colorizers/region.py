@@ -24,7 +24,9 @@ and fill each with the color its counterparts wear in ALL retrieved references.
    color); gray pages take chroma from the fill and lightness from the (white-balanced)
    page; tone pages take each region's lightness from its fill plus the descreened page's
    smooth shading inside it (a screen's coverage is not the drawing's gray: see
-   tone_lightness), or the original screen with `colorize.tone_output: screen`.
+   tone_lightness), or the original screen with `colorize.tone_output: screen`. On both,
+   a region left as bare paper takes a light fill's own lightness (unscreened skin is not
+   white: with_bare_paper_filled).
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ ALL_INK_SHARE = 0.9  # a page with more ink than this share is black
 ALL_SCREEN_SHARE = 0.8  # a tone page screened over this share of it is all screentone
 MAX_REPORTED_REGIONS = 40  # low-confidence regions listed per page (largest first)
 BARE_PAPER_L = 240.0  # OpenCV Lab L (0..255) of gray ~238: a tone-page region this light is unscreened paper
+MIN_BARE_FILL_L = 166  # OpenCV Lab L (L* 65): colors this light may be printed as bare paper
 TONE_SHADING_SIGMA = 3.0  # px: shading inside a tone region, smoother than any screen's residue
 SURE = 0.6  # regions this sure (vote share) teach the gray -> lightness map
 POOLS_KEPT = 4  # prepared reference pools kept per colorizer (a few MB each at analysis size)
@@ -286,11 +289,12 @@ class RegionColorizer:
 
     def _composite(self, page: np.ndarray, balanced: np.ndarray, shade: np.ndarray, seg: Segmentation,
                    fill: np.ndarray, fill_index: np.ndarray, style: str) -> np.ndarray:
-        if style in (GRAY, COLOR):  # a recolored color page keeps its lightness too
+        if style == COLOR:  # a recolored color page keeps its lightness
             return keep_page_luminance(fill, balanced, index=fill_index)
+        if style == GRAY or (style == TONE and self.params.tone_output == "screen"):
+            page_l = cv2.cvtColor(balanced, cv2.COLOR_RGB2LAB)[..., 0]
+            return keep_page_luminance(fill, None, with_bare_paper_filled(page_l, fill, seg.labels), index=fill_index)
         if style == TONE:
-            if self.params.tone_output == "screen":
-                return keep_page_luminance(fill, balanced, index=fill_index)
             return keep_page_luminance(fill, None, tone_lightness(fill, shade, seg.labels), index=fill_index)
         return multiply_strokes(fill, balanced, seg.labels == 0)
 
@@ -374,9 +378,10 @@ def multiply_strokes(fill: np.ndarray, page: np.ndarray, ink: np.ndarray) -> np.
 def tone_lightness(fill: np.ndarray, shade: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """uint8 Lab lightness (OpenCV scale) of a colored tone page: every region at its
     fill's lightness plus the descreened page's deviation from the region's mean (the
-    shading inside it); ink keeps the page's lightness. A print's tone reproduction (spot
-    function, dot gain) makes a screen's mean coverage differ from the drawing's gray by up
-    to ~15 levels, so the regions' own colors, not the screen's mean, set the level."""
+    shading inside it); ink keeps the page's lightness, bare paper takes the fill's
+    (with_bare_paper_filled). A print's tone reproduction (spot function, dot gain) makes a
+    screen's mean coverage differ from the drawing's gray by up to ~15 levels, so the
+    regions' own colors, not the screen's mean, set the level."""
     ramp = np.repeat(np.arange(256, dtype=np.uint8)[None, :, None], 3, axis=2)  # the Lab L of every gray
     page_l = cv2.cvtColor(ramp, cv2.COLOR_RGB2LAB)[0, :, 0].astype(np.float32)[shade]
     fill_l = cv2.cvtColor(fill, cv2.COLOR_RGB2LAB)[..., 0].astype(np.float32)
@@ -388,9 +393,28 @@ def tone_lightness(fill: np.ndarray, shade: np.ndarray, labels: np.ndarray) -> n
     count = np.bincount(flat)
     region_mean = np.bincount(flat, weights=page_l.ravel()) / np.maximum(count, 1)
     target = fill_l + smooth_l - region_mean[labels].astype(np.float32)
-    # Bare paper (a light color printed unscreened) and ink show what the page shows.
     screened = (labels > 0) & (region_mean[labels] < BARE_PAPER_L)
-    return np.clip(np.where(screened, target, page_l) + 0.5, 0, 255).astype(np.uint8)
+    target = np.clip(np.where(screened, target, page_l) + 0.5, 0, 255).astype(np.uint8)
+    return with_bare_paper_filled(target, fill, labels, region_mean)
+
+
+def with_bare_paper_filled(page_l: np.ndarray, fill: np.ndarray, labels: np.ndarray,
+                           region_mean: np.ndarray | None = None) -> np.ndarray:
+    """uint8 Lab lightness: the page's (`page_l`), except in regions left as bare paper
+    (mean lightness at least BARE_PAPER_L) whose fill is a light color (MIN_BARE_FILL_L),
+    which take their fill's. On a black-and-white page white paper inside the drawing is
+    where no tone was printed: skin is mostly left unscreened in manga, and light colors
+    print as bare paper; kept white they would come out uncolored. A dark color is printed
+    with a screen, so where the page shows bare paper and the fill is dark (a mouth drawn
+    open in the references, white teeth on the page) the page is right and stays white."""
+    flat = labels.ravel()
+    if region_mean is None:
+        region_mean = np.bincount(flat, weights=page_l.ravel().astype(np.float64)) / np.maximum(np.bincount(flat), 1)
+    bare = (labels > 0) & (region_mean[labels] >= BARE_PAPER_L)
+    if not bare.any():
+        return page_l
+    fill_l = cv2.cvtColor(fill, cv2.COLOR_RGB2LAB)[..., 0]
+    return np.where(bare & (fill_l >= MIN_BARE_FILL_L), fill_l, page_l).astype(np.uint8)
 
 
 def keep_page_luminance(color: np.ndarray, page: np.ndarray | None, target_l: np.ndarray | None = None,
