@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import json
 
-import cv2
-import numpy as np
 import pytest
 from typer.testing import CliRunner
 

@@ -31,7 +31,7 @@ from chromaflow.stages.runner import finish_shard
 from chromaflow.storage.atomic import DiskFull
 from chromaflow.storage.images import encode_png
 from chromaflow.storage.job import JobDir, JobLocked, job_lock
-from chromaflow.storage.shards import json_bytes, read_shard, read_stats
+from chromaflow.storage.shards import json_bytes, read_shard
 from chromaflow.storage.sources import ReadLimits, list_chapter
 from synthetic import PALETTES, draw_character, write_png
 

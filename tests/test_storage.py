@@ -26,7 +26,7 @@ from chromaflow.storage.manifest import incomplete_pairs, read_manifest, write_m
 from chromaflow.storage.shards import read_shard, read_stats, write_shard
 from chromaflow.storage.sources import SourceError, list_chapter, natural_key
 from chromaflow.storage.video import probe_video
-from synthetic import PALETTES, draw_character, make_video
+from synthetic import PALETTES, draw_character
 
 
 def png_bytes(img: Image.Image) -> bytes:

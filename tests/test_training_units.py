@@ -5,7 +5,6 @@ guider-from-UNet, and build-training-set's determinism, resume, exclusion and sk
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
