@@ -41,7 +41,7 @@ def lines_sample(art: LineArt) -> Sample:
     meta: dict = {"kind": art.kind}
     sample = {"png": encode_png(art.lines)}
     if art.tone is not None:
-        meta.update(screens=art.tone.screens, texture_share=round(art.tone.texture_share, 4))
+        meta.update(screens=art.tone.screens, texture_share=art.tone.texture_share)
         sample["tone.png"] = encode_png(art.tone.gray)
     sample["json"] = json_bytes(meta)
     return sample
@@ -53,5 +53,4 @@ def read_tone(sample: Sample) -> PageTone | None:
     if "tone.png" not in sample:
         return None
     meta = json.loads(sample["json"])
-    return PageTone(decode_png(sample["tone.png"], gray=True), meta.get("screens", []),
-                    float(meta.get("texture_share", 0.0)))
+    return PageTone(decode_png(sample["tone.png"], gray=True), meta["screens"], meta["texture_share"])

@@ -434,7 +434,7 @@ def test_tone_page_requests_get_crops_of_the_gray_the_lines_stage_descreened(tmp
         inputs = {stage: shard_samples(job, stage)[0] for stage in ("ingest", "lines", "retrieve", "instances")}
         assert json.loads(inputs["lines"]["json"])["kind"] == "tone"
         tone = read_tone(inputs["lines"])
-        assert tone is not None and tone.screens and tone.gray.shape == (448, 640)
+        assert tone is not None and tone.screens and tone.gray.shape == (448, 640) and 0.1 < tone.texture_share <= 1
         assert tone.gray[330, 160] < 235  # alice's body: the screen's mean gray, flat
         assert np.ptp(tone.gray[310:350, 130:190]) < 25
         requests[backend] = page_requests("p000000", inputs, load_config(), RegionColorizer(),
