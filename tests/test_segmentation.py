@@ -127,16 +127,16 @@ def test_fill_holes_matches_scipy_on_random_masks():
 def test_region_shapes_and_descriptors_by_hand():
     labels = np.zeros((10, 20), np.int32)
     labels[2:5, 3:9] = 1  # 3 x 6 box: center (5.5, 3), area 18
-    labels[0, 0] = 3  # one pixel
+    labels[1, 2] = 3  # one pixel
     labels[6, 10] = labels[9, 19] = 4  # two pixels far apart: bbox 10 x 4, fill 2 / 40
     shapes = region_shapes(labels, 5)  # label 2 has no pixels
     assert np.allclose(shapes[1], [5.5, 3.0, 18, 6, 3])
     assert np.allclose(shapes[2], 0)
-    assert np.allclose(shapes[3], [0.0, 0.0, 1, 1, 1])
+    assert np.allclose(shapes[3], [2.0, 1.0, 1, 1, 1])
     assert np.allclose(shapes[4], [14.5, 7.5, 2, 10, 4])
     frame = (5.5, 3.0, 10.0, 0.3)  # a reference frame: center, size and its angle (unused here)
     desc = region_descriptors(shapes[1:], frame)
     assert np.allclose(desc[0], [0.0, 0.0, np.sqrt(18) / 10, 0.6, 0.3, 1.0])
     assert np.isfinite(desc[1]).all() and np.allclose(desc[1, 2:], 0.0)  # no pixels: no size, not NaN
-    assert np.allclose(desc[2], [-0.55, -0.3, 0.1, 0.1, 0.1, 1.0])
+    assert np.allclose(desc[2], [-0.35, -0.2, 0.1, 0.1, 0.1, 1.0])
     assert np.allclose(desc[3], [0.9, 0.45, np.sqrt(2) / 10, 1.0, 0.4, 2 / 40])
