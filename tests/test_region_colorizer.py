@@ -127,12 +127,15 @@ def test_bare_paper_regions_take_a_light_fills_lightness_and_the_rest_the_pages(
     page_l = np.full((10, 40), 255, np.uint8)
     page_l[:, 10:20] = 150
     page_l[0, :10] = int(BARE_PAPER_L) - 10  # one row of region 1 a little darker: its mean stays bare
+    page_l[5, 4] = 120  # the paper side of an anti-aliased stroke in it
     fill = np.zeros((10, 40, 3), np.uint8)
     fill[:, :30] = (250, 205, 170)  # skin: light, may be printed as bare paper
     fill[:, 30:] = (200, 40, 60)  # a dark red would have been screened
     skin_l = int(cv2.cvtColor(fill[:1, :1], cv2.COLOR_RGB2LAB)[0, 0, 0])
     assert skin_l >= MIN_BARE_FILL_L > int(cv2.cvtColor(fill[:1, 30:31], cv2.COLOR_RGB2LAB)[0, 0, 0])
     out = with_bare_paper_filled(page_l, fill, labels)
+    assert out[5, 4] == 120  # darker than the fill: the page's lightness (the stroke's edge stays)
+    out[5, 4] = skin_l
     assert (out[:, :10] == skin_l).all()  # bare paper, light fill: the fill's lightness, the darker row too
     assert (out[:, 10:20] == 150).all() and (out[:, 20:30] == 255).all()  # shaded region, ink: the page's
     assert (out[:, 30:] == 255).all()  # bare paper under a dark fill: the page is right, white

@@ -402,7 +402,7 @@ def with_bare_paper_filled(page_l: np.ndarray, fill: np.ndarray, labels: np.ndar
                            region_mean: np.ndarray | None = None) -> np.ndarray:
     """uint8 Lab lightness: the page's (`page_l`), except in regions left as bare paper
     (mean lightness at least BARE_PAPER_L) whose fill is a light color (MIN_BARE_FILL_L),
-    which take their fill's. On a black-and-white page white paper inside the drawing is
+    whose paper takes their fill's. On a black-and-white page white paper inside the drawing is
     where no tone was printed: skin is mostly left unscreened in manga, and light colors
     print as bare paper; kept white they would come out uncolored. A dark color is printed
     with a screen, so where the page shows bare paper and the fill is dark (a mouth drawn
@@ -414,7 +414,9 @@ def with_bare_paper_filled(page_l: np.ndarray, fill: np.ndarray, labels: np.ndar
     if not bare.any():
         return page_l
     fill_l = cv2.cvtColor(fill, cv2.COLOR_RGB2LAB)[..., 0]
-    return np.where(bare & (fill_l >= MIN_BARE_FILL_L), fill_l, page_l).astype(np.uint8)
+    # Darker pixels of a bare region (the paper side of anti-aliased strokes and letters)
+    # keep the page's lightness: the fill only takes the place of the white.
+    return np.where(bare & (fill_l >= MIN_BARE_FILL_L), np.minimum(fill_l, page_l), page_l).astype(np.uint8)
 
 
 def keep_page_luminance(color: np.ndarray, page: np.ndarray | None, target_l: np.ndarray | None = None,
