@@ -152,8 +152,19 @@ def test_page_luminance_by_palette_index_equals_it_by_color():
     fill = palette[index]
     by_color = keep_page_luminance(fill, None, lightness)
     assert np.array_equal(keep_page_luminance(fill, None, lightness, index=index), by_color)
-    lab = cv2.cvtColor(by_color, cv2.COLOR_RGB2LAB)
-    assert np.abs(lab[..., 0].astype(int) - lightness).max() <= 3  # the lightness is the page's
+    lab = cv2.cvtColor(by_color, cv2.COLOR_RGB2LAB).astype(np.float32)
+    assert np.abs(lab[..., 0] - lightness).max() <= 2  # the lightness is the page's
+    # Chroma is only reduced, never turned: where some is left, the hue is the fill's.
+    fill_lab = cv2.cvtColor(fill, cv2.COLOR_RGB2LAB).astype(np.float32)
+    a, b, fa, fb = lab[..., 1] - 128, lab[..., 2] - 128, fill_lab[..., 1] - 128, fill_lab[..., 2] - 128
+    kept = np.hypot(a, b) > 8
+    assert kept.mean() > 0.3 and ((a * fa + b * fb)[kept] > 0).all()
+    # The page's own lightness when a page is given.
+    page = cv2.cvtColor(cv2.cvtColor(np.dstack([lightness, np.full_like(lightness, 128), np.full_like(lightness, 128)]),
+                                     cv2.COLOR_LAB2RGB), cv2.COLOR_RGB2GRAY)
+    page_l = cv2.cvtColor(cv2.cvtColor(page, cv2.COLOR_GRAY2RGB), cv2.COLOR_RGB2LAB)[..., 0]
+    assert np.array_equal(keep_page_luminance(fill, cv2.cvtColor(page, cv2.COLOR_GRAY2RGB)),
+                          keep_page_luminance(fill, None, page_l))
 
 
 def test_colored_trace_lines_take_the_region_color():
