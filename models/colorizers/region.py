@@ -62,6 +62,7 @@ ALL_SCREEN_SHARE = 0.8  # a tone page screened over this share of it is all scre
 MAX_REPORTED_REGIONS = 40  # low-confidence regions listed per page (largest first)
 BARE_PAPER_L = 240.0  # OpenCV Lab L (0..255) of gray ~238: a tone-page region this light is unscreened paper
 MIN_BARE_FILL_L = 166  # OpenCV Lab L (L* 65): colors this light may be printed as bare paper
+BARE_NOISE_L = 24  # OpenCV Lab L: bare paper this much darker than white is still paper (scan noise, grain)
 TONE_SHADING_SIGMA = 3.0  # px: shading inside a tone region, smoother than any screen's residue
 SURE = 0.6  # regions this sure (vote share) teach the gray -> lightness map
 POOLS_KEPT = 4  # prepared reference pools kept per colorizer (a few MB each at analysis size)
@@ -414,9 +415,11 @@ def with_bare_paper_filled(page_l: np.ndarray, fill: np.ndarray, labels: np.ndar
     if not bare.any():
         return page_l
     fill_l = cv2.cvtColor(fill, cv2.COLOR_RGB2LAB)[..., 0]
-    # Darker pixels of a bare region (the paper side of anti-aliased strokes and letters)
-    # keep the page's lightness: the fill only takes the place of the white.
-    return np.where(bare & (fill_l >= MIN_BARE_FILL_L), np.minimum(fill_l, page_l), page_l).astype(np.uint8)
+    # Pixels of a bare region clearly darker than the fill (the paper side of anti-aliased
+    # strokes and letters) keep the page's lightness; the paper, scan noise and all, takes
+    # the fill's.
+    paper = fill_l.astype(np.int16) - page_l.astype(np.int16) <= BARE_NOISE_L
+    return np.where(bare & (fill_l >= MIN_BARE_FILL_L) & paper, fill_l, page_l).astype(np.uint8)
 
 
 def keep_page_luminance(color: np.ndarray, page: np.ndarray | None, target_l: np.ndarray | None = None,
