@@ -125,7 +125,7 @@ def test_bare_paper_regions_take_a_light_fills_lightness_and_the_rest_the_pages(
     labels = np.zeros((10, 40), np.int32)
     labels[:, :10], labels[:, 10:20], labels[:, 30:] = 1, 2, 3  # columns 20..29 are ink
     page_l = np.full((10, 40), 255, np.uint8)
-    page_l[:, 10:20] = 150
+    page_l[:, 10:20] = 230  # a light screen: not bare (its mean is under BARE_PAPER_L), lighter than skin
     page_l[0, :10] = int(BARE_PAPER_L) - 10  # one row of region 1 a little darker: its mean stays bare
     page_l[5, 4] = 120  # the paper side of an anti-aliased stroke in it
     fill = np.zeros((10, 40, 3), np.uint8)
@@ -138,7 +138,7 @@ def test_bare_paper_regions_take_a_light_fills_lightness_and_the_rest_the_pages(
     assert out[5, 4] == 120  # clearly darker than the fill: the page's lightness (the stroke's edge stays)
     out[5, 4] = skin_l
     assert (out[:, :10] == skin_l).all()  # bare paper, light fill: the fill's lightness, the darker row too
-    assert (out[:, 10:20] == 150).all() and (out[:, 20:30] == 255).all()  # shaded region, ink: the page's
+    assert (out[:, 10:20] == 230).all() and (out[:, 20:30] == 255).all()  # screened region, ink: the page's
     assert (out[:, 30:] == 255).all()  # bare paper under a dark fill: the page is right, white
 
 
