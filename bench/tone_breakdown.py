@@ -108,7 +108,7 @@ def main() -> int:
 def lightness_swapped_ok(out: np.ndarray, truth: np.ndarray, truth_gray: np.ndarray) -> np.ndarray:
     """Accurate pixels of `out` once its lightness is the truth's (chroma kept): what a
     perfect descreening (lightness) would give with the same color choices."""
-    from chromaflow.models.colorizers.region import keep_page_luminance
+    from chromaflow.models.colorizers.composite import keep_page_luminance
 
     swapped = keep_page_luminance(out, cv2.cvtColor(truth_gray, cv2.COLOR_GRAY2RGB))
     return delta_e(swapped, truth) < ACCURATE_DELTA_E

@@ -149,7 +149,7 @@ def test_tone_page_lightness_is_the_fill_plus_the_smooth_shading():
     """Hand case: a region whose screen reads 20 levels darker than its fill, with a smooth
     ramp across it, and a stroke: the region takes the fill's lightness plus the ramp's
     deviation from the region's mean; the stroke keeps the page's lightness."""
-    from chromaflow.models.colorizers.region import tone_lightness
+    from chromaflow.models.colorizers.composite import tone_lightness
 
     labels = np.ones((60, 80), np.int32)
     labels[:, 38:42] = 0  # a stroke

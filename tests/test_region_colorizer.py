@@ -8,8 +8,9 @@ import pytest
 
 from chromaflow.conf import Config
 from chromaflow.models.colorizers import BACKENDS, ColorizeRequest, Reference, build_colorizer
-from chromaflow.models.colorizers.region import (BARE_PAPER_L, MIN_BARE_FILL_L, RegionColorizer, RegionParams,
-                                                 keep_page_luminance, with_bare_paper_filled)
+from chromaflow.models.colorizers.composite import (BARE_PAPER_L, MIN_BARE_FILL_L, keep_page_luminance,
+                                                    with_bare_paper_filled)
+from chromaflow.models.colorizers.region import RegionColorizer, RegionParams
 from chromaflow.models.lines import extract_lines
 from chromaflow.models.metrics import pair_metrics
 from chromaflow.models.propagate import TemporalColorizer, propagate_clip
