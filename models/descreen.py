@@ -28,7 +28,6 @@ import cv2
 import numpy as np
 from scipy import fft, ndimage
 
-
 TILE = 128  # Welch tile side (frequency resolution 1/128 cycles per pixel)
 MAX_TILES = 48  # tiles averaged at most
 MIN_FREQUENCY = 1.0 / 24  # peaks below this (periods above 24 px) are content, not screens
@@ -72,8 +71,11 @@ class ScreenPeak:
 class Descreened:
     gray: np.ndarray  # float32 H x W, 0..255: the page with screens flattened, strokes kept
     peaks: list[ScreenPeak]  # the periodic screens' spectral peaks (fundamentals and harmonics)
-    texture_share: float  # share of the page that was textured (screened) before
-    textured: np.ndarray  # bool H x W: where it was
+    textured: np.ndarray  # bool H x W: where the page was textured (screened) before
+
+    @property
+    def texture_share(self) -> float:
+        return float(self.textured.mean())
 
 
 @dataclass
@@ -391,7 +393,7 @@ def _descreen(gray: np.ndarray, peaks: list[ScreenPeak]) -> Descreened:
         periodic = window_mean((gray - notched) ** 2) > SCREEN_LEVEL ** 2
     sparse, dense, grain = grain_zone(notched, periodic)
     if not peaks and not sparse.any() and not dense.any():  # a clean page: nothing to flatten
-        return Descreened(np.clip(notched, 0, 255), peaks, 0.0, np.zeros(gray.shape, bool))
+        return Descreened(np.clip(notched, 0, 255), peaks, np.zeros(gray.shape, bool))
     ink = stroke_mask(notched, sparse, dense, grain)
     out = notched.copy()
     weight = (~ink).astype(np.float32)
@@ -408,4 +410,4 @@ def _descreen(gray: np.ndarray, peaks: list[ScreenPeak]) -> Descreened:
             out[box] = out[box] * (1.0 - blend) + smooth * blend
             textured |= zone
     out[ink] = notched[ink]
-    return Descreened(np.clip(out, 0, 255), peaks, float(textured.mean()), textured)
+    return Descreened(np.clip(out, 0, 255), peaks, textured)

@@ -173,16 +173,17 @@ def page_requests(key: str, inputs: dict, config: Config, colorizer: Colorizer, 
     for i, panel in enumerate(panels):
         box = tuple(panel["box"])
         panel_lines, panel_page = crop(lines, box), crop(page, box)
-        panel_tone = tone_crop(tone, box)
+        kept = None  # where the panel's request sees the page (None: everywhere)
         if characters is not None and crop(characters, box).any():
             # The characters are colored one by one below; the panel's own request colors
             # what is left (scenery, objects), or nothing when only stray strokes are left.
             erased = crop(characters, box)
+            kept = ~erased
             panel_lines = np.where(erased, 255, panel_lines).astype(np.uint8)
             panel_page = np.where(erased[..., None], 255, panel_page).astype(np.uint8)
-            panel_tone = tone_crop(tone, box, ~erased)
             if (panel_lines < 128).mean() < BACKGROUND_MIN_INK:
                 continue  # stays as drawn
+        panel_tone = tone_crop(tone, box, kept)
         refs = [references.load_reference(entry["name"], float(entry.get("score", 0.0)))
                 for entry in panel.get("references", [])]
         quadrants = (panel.get("instance_quadrants") or panel.get("quadrants")) if wants_patches else None

@@ -135,7 +135,7 @@ def test_bare_paper_regions_take_a_light_fills_lightness_and_the_rest_the_pages(
     skin_l = int(cv2.cvtColor(fill[:1, :1], cv2.COLOR_RGB2LAB)[0, 0, 0])
     assert skin_l >= MIN_BARE_FILL_L > int(cv2.cvtColor(fill[:1, 30:31], cv2.COLOR_RGB2LAB)[0, 0, 0])
     page_l[7, 7] = skin_l - 10  # scan noise a little darker than the fill: paper all the same
-    out = with_bare_paper_filled(page_l, fill, labels)
+    out = with_bare_paper_filled(page_l, cv2.cvtColor(fill, cv2.COLOR_RGB2LAB)[..., 0], labels)
     assert out[5, 4] == 120  # clearly darker than the fill: the page's lightness (the stroke's edge stays)
     out[5, 4] = skin_l
     assert (out[:, :10] == skin_l).all()  # bare paper, light fill: the fill's lightness, the darker row too

@@ -43,7 +43,7 @@ def tone_lightness(fill: np.ndarray, shade: np.ndarray, labels: np.ndarray) -> n
     regions' own colors, not the screen's mean, set the level."""
     ramp = np.repeat(np.arange(256, dtype=np.uint8)[None, :, None], 3, axis=2)  # the Lab L of every gray
     page_l = cv2.cvtColor(ramp, cv2.COLOR_RGB2LAB)[0, :, 0].astype(np.float32)[shade]
-    fill_l = cv2.cvtColor(fill, cv2.COLOR_RGB2LAB)[..., 0].astype(np.float32)
+    fill_l = cv2.cvtColor(fill, cv2.COLOR_RGB2LAB)[..., 0]
     # The shading is smooth; what descreening left at the screen's frequency is not shading.
     paper = (labels > 0).astype(np.float32)
     smooth_l = cv2.GaussianBlur(page_l * paper, (0, 0), TONE_SHADING_SIGMA) / np.maximum(
@@ -51,17 +51,17 @@ def tone_lightness(fill: np.ndarray, shade: np.ndarray, labels: np.ndarray) -> n
     flat = labels.ravel()
     count = np.bincount(flat)
     region_mean = np.bincount(flat, weights=page_l.ravel()) / np.maximum(count, 1)
-    target = fill_l + smooth_l - region_mean[labels].astype(np.float32)
+    target = fill_l.astype(np.float32) + smooth_l - region_mean[labels].astype(np.float32)
     screened = (labels > 0) & (region_mean[labels] < BARE_PAPER_L)
     target = np.clip(np.where(screened, target, page_l) + 0.5, 0, 255).astype(np.uint8)
-    return with_bare_paper_filled(target, fill, labels, region_mean)
+    return with_bare_paper_filled(target, fill_l, labels, region_mean)
 
 
-def with_bare_paper_filled(page_l: np.ndarray, fill: np.ndarray, labels: np.ndarray,
+def with_bare_paper_filled(page_l: np.ndarray, fill_l: np.ndarray, labels: np.ndarray,
                            region_mean: np.ndarray | None = None) -> np.ndarray:
     """uint8 Lab lightness: the page's (`page_l`), except in regions left as bare paper
-    (mean lightness at least BARE_PAPER_L) whose fill is a light color (MIN_BARE_FILL_L),
-    whose paper takes their fill's. On a black-and-white page white paper inside the drawing is
+    (mean lightness at least BARE_PAPER_L) whose fill is a light color (`fill_l`, the fill's
+    uint8 Lab L, at least MIN_BARE_FILL_L), whose paper takes their fill's. On a black-and-white page white paper inside the drawing is
     where no tone was printed: skin is mostly left unscreened in manga, and light colors
     print as bare paper; kept white they would come out uncolored. A dark color is printed
     with a screen, so where the page shows bare paper and the fill is dark (a mouth drawn
@@ -72,7 +72,6 @@ def with_bare_paper_filled(page_l: np.ndarray, fill: np.ndarray, labels: np.ndar
     bare = (labels > 0) & (region_mean[labels] >= BARE_PAPER_L)
     if not bare.any():
         return page_l
-    fill_l = cv2.cvtColor(fill, cv2.COLOR_RGB2LAB)[..., 0]
     # Pixels of a bare region clearly darker than the fill (the paper side of anti-aliased
     # strokes and letters) keep the page's lightness; the paper, scan noise and all, takes
     # the fill's.

@@ -21,12 +21,12 @@ and fill each with the color its counterparts wear in ALL retrieved references.
    border-touching too, and the frame neither registers references nor holds fills.
 5. **Composite** (models/colorizers/composite.py): ink and tiny regions take the nearest
    decided color; line pages multiply the fill by the page's gray (crisp strokes; colored
-   trace lines take their region's color); gray pages take chroma from the fill and lightness from the (white-balanced)
-   page; tone pages take each region's lightness from its fill plus the descreened page's
-   smooth shading inside it (a screen's coverage is not the drawing's gray: see
-   tone_lightness), or the original screen with `colorize.tone_output: screen`. On both,
-   a region left as bare paper takes a light fill's own lightness (unscreened skin is not
-   white: with_bare_paper_filled).
+   trace lines take their region's color); gray pages take chroma from the fill and
+   lightness from the (white-balanced) page; tone pages take each region's lightness from
+   its fill plus the descreened page's smooth shading inside it (a screen's coverage is not
+   the drawing's gray: see tone_lightness), or the original screen with
+   `colorize.tone_output: screen`. On both, a region left as bare paper takes a light
+   fill's own lightness (unscreened skin is not white: with_bare_paper_filled).
 """
 
 from __future__ import annotations
@@ -189,8 +189,9 @@ class RegionColorizer:
 
     def _pool_tables(self, refs: list[Reference], memory: np.ndarray | None, tolerance: float) -> tuple:
         """What does not depend on the page: the pool's color table and per reference its
-        color index (-1: ink), flat-color regions with their shapes, and paper mask. A chapter's pages draw on
-        the same few references, so the last few pools are kept, by content."""
+        color index (-1: ink), flat-color regions with their shapes, and paper mask. A
+        chapter's pages draw on the same few references, so the last few pools are kept, by
+        content."""
         parts = [memory, np.float64(tolerance), self.background] + [a for r in refs for a in (r.color, r.lines)]
         return self._pools.get(parts, lambda: self._prepare_pool(refs, memory, tolerance))
 
@@ -291,7 +292,9 @@ class RegionColorizer:
             return keep_page_luminance(fill, balanced, index=fill_index)
         if style == GRAY or (style == TONE and self.params.tone_output == "screen"):
             page_l = cv2.cvtColor(balanced, cv2.COLOR_RGB2LAB)[..., 0]
-            return keep_page_luminance(fill, None, with_bare_paper_filled(page_l, fill, seg.labels), index=fill_index)
+            fill_l = cv2.cvtColor(fill, cv2.COLOR_RGB2LAB)[..., 0]
+            return keep_page_luminance(fill, None, with_bare_paper_filled(page_l, fill_l, seg.labels),
+                                       index=fill_index)
         if style == TONE:
             return keep_page_luminance(fill, None, tone_lightness(fill, shade, seg.labels), index=fill_index)
         return multiply_strokes(fill, balanced, seg.labels == 0)
