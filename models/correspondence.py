@@ -92,12 +92,15 @@ def match_cost(page_desc: np.ndarray, ref_desc: np.ndarray) -> np.ndarray:
 
 
 def inclusion_votes(labels: np.ndarray, count: int, n_colors: int, refs: list[ReferenceView],
-                    pixel_votes: bool) -> tuple[np.ndarray, np.ndarray | None]:
+                    pixel_votes: bool) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """(count x n_colors) share of every region's fit-weighted pixels landing on each
-    reference color, and optionally the same per pixel (n_colors x H x W)."""
+    reference color, and optionally the same per pixel (n_colors x H x W) with, per pixel,
+    the part of those votes cast from reference regions that lie whole inside their
+    reference (H x W: what a reference shows of a drawing the page's edge cuts)."""
     flat = labels.ravel()
     votes = np.zeros((count, n_colors), np.float64)
     per_pixel = np.zeros((n_colors,) + labels.shape, np.float32) if pixel_votes else None
+    whole = np.zeros(labels.shape, np.float32) if pixel_votes else None
     for ref in refs:
         idx = ref.registration.sample(ref.index.astype(np.float32), -1.0).astype(np.int32)
         weight = ref.weight * np.maximum(ref.registration.fit, FIT_FLOOR)
@@ -109,8 +112,11 @@ def inclusion_votes(labels: np.ndarray, count: int, n_colors: int, refs: list[Re
         if per_pixel is not None:
             # Every pixel has one color per reference: one scattered add, no duplicates.
             per_pixel.reshape(-1)[colors * flat.size + pixels] += weights
+            region = ref.registration.sample(ref.regions.labels.astype(np.float32), 0.0).astype(np.int64).ravel()
+            closed = ~ref.regions.touches_border[region[pixels]] & (region[pixels] > 0)
+            whole.reshape(-1)[pixels[closed]] += weights[closed]
     areas = np.maximum(np.bincount(flat, minlength=count), 1).astype(np.float64)
-    return votes / areas[:, None], per_pixel
+    return votes / areas[:, None], per_pixel, whole
 
 
 def descriptor_votes(labels: np.ndarray, count: int, n_colors: int, inner: np.ndarray,

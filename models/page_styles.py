@@ -7,7 +7,8 @@
 
 Pages are judged after white balance (the paper made white), so a yellowed scan is not a
 color page and its paper is not a gray. Tone is told from gray by its screens
-(models/descreen.py): spectral peaks of a periodic screen, or paper textured by grains.
+(models/descreen.py): a screened area, found by the spectral peaks of a periodic screen or
+as paper textured by grains.
 Small lettering looks like grains to the texture measures (many small ink pieces close
 together), so a two-toned page (line art) whose grain texture lies only inside speech
 balloons (models/lettering.py, on the page's ink as it is) is line art, not tone. Only
@@ -73,8 +74,10 @@ def analyse_page(rgb: np.ndarray, detect_screens: bool = True) -> PageAnalysis:
     two_tone = float(((small > PAPER_LEVEL) | (small < INK_LEVEL)).mean()) > TWO_TONE_SHARE
     if detect_screens:
         result = descreen(gray)
-        textured = result.texture_share >= MIN_TEXTURE_SHARE
-        if result.peaks or (textured and not (two_tone and lettering_only(gray, result.textured))):
+        # Spectral peaks with no screened area behind them are the aliasing of long straight
+        # strokes (a drawing zoomed in), not a screen.
+        screened = result.texture_share >= MIN_TEXTURE_SHARE
+        if screened and (result.peaks or not (two_tone and lettering_only(gray, result.textured))):
             tone = PageTone.of(result)
             return PageAnalysis(TONE, tone.gray, tone)
     return PageAnalysis(LINE if two_tone else GRAY, gray)

@@ -4,10 +4,14 @@ non-rigid flow, and how well the two drawings agree around every pixel.
 1. **Global, partial, multi-scale.** Frames (center, size) map the reference onto the
    page. The search starts from the ink boxes and tries references scaled from
    COARSE_SCALES of the box fit at positions over the page's drawing, so a head close-up
-   finds the head of a full-body page and a full-body reference its close-up. The cost is
-   a symmetric clipped chamfer distance of the strokes, counted only where the two
-   overlap, plus a penalty for page strokes the reference does not cover; a small grid
-   around the best frame refines it (ALIGN_SCALES, ALIGN_SHIFTS), then the angle
+   finds the head of a full-body page and a full-body reference its close-up. A frame's
+   cost is its evidence (`evidence`): how much closer than chance the strokes of the two
+   drawings lie where they overlap (a symmetric clipped chamfer distance), times how much
+   of both drawings the overlap holds; strokes that land off the other drawing count for
+   nothing, except page strokes a whole (uncut) reference leaves uncovered. The coarse
+   grid is scored on stroke centerlines with a wide clip (a zoomed drawing's thick
+   strokes would take anything laid on them); its best COARSE_KEPT frames are refined on
+   a small grid (ALIGN_SCALES, ALIGN_SHIFTS), the best of those once more, then the angle
    (ALIGN_ANGLES).
 2. **Dense.** OpenCV's DIS optical flow between blurred stroke images of the page and of
    the globally mapped reference follows what one similarity cannot: bent limbs, a turned
@@ -16,8 +20,9 @@ non-rigid flow, and how well the two drawings agree around every pixel.
 3. **Local fit.** After the flow, the share of strokes within FIT_TOLERANCE of a stroke of
    the other drawing, averaged over a window: near 1 where the reference is drawn like the
    page around that pixel, near 0 where it is not (another pose of that arm) or where the
-   reference does not reach, and lower where the flow had to move far (FLOW_TRUST). Votes
-   are weighted by it, so a reference only speaks where it fits.
+   reference does not reach, and lower where the flow had to move far (FLOW_TRUST); beyond
+   the window's reach from any stroke (inside a big region of a close-up) it is the fit of
+   the nearest strokes. Votes are weighted by it, so a reference only speaks where it fits.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+from skimage.morphology import skeletonize
 
 # Center x, center y, size, and (reference frames) the angle in radians by which page
 # coordinates turn on their way into the reference.
@@ -36,9 +42,12 @@ ALIGN_SHIFTS = (-0.12, -0.06, 0.0, 0.06, 0.12)
 ALIGN_ANGLES = (-15.0, -10.0, -5.0, 0.0, 5.0, 10.0, 15.0)  # degrees
 COARSE_SCALES = (0.4, 0.55, 0.75, 1.0, 1.35, 1.8, 2.5)  # reference size / page drawing size
 COARSE_POSITIONS = 5  # per axis, over the page's ink box
-ALIGN_POINTS = 600
+COARSE_MIN_SHIFT = 0.2  # the positions span at least this share of the page's drawing size either way
+ALIGN_POINTS = 600  # stroke points per drawing the chamfer distance is measured at
 ALIGN_CLIP = 0.05  # chamfer distances are clipped at this share of the page's drawing size
-UNCOVERED_COST = 0.5  # cost (share of the clip) of a page stroke the reference does not cover
+CUT_SHARE = 0.005  # a drawing with more of its image's border on ink is cut by it
+COARSE_KEPT = 4  # best coarse frames refined
+COARSE_CLIP = 0.15  # the same for the coarse search: a basin as wide as its grid's steps
 FLOW_SIZE = 320  # longest side the flow is computed at
 FLOW_BLUR = 0.012  # stroke images are blurred by this share of the longest side
 FIT_TOLERANCE = 0.012  # a stroke fits when one of the other drawing lies this close (share)
@@ -84,65 +93,106 @@ def ink_points(ink: np.ndarray, limit: int = ALIGN_POINTS) -> np.ndarray:
 def _map_points(points: np.ndarray, src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Points (N x 2) in frames src mapped into frames dst, for F frame pairs at once
     (src, dst: F x 4 arrays: center, size, angle). Returns integer x, y of shape F x N."""
-    s = (dst[:, 2] / src[:, 2])[:, None]
-    a = (dst[:, 3] - src[:, 3])[:, None]
-    dx, dy = points[None, :, 0] - src[:, 0:1], points[None, :, 1] - src[:, 1:2]
-    x = (np.cos(a) * dx - np.sin(a) * dy) * s + dst[:, 0:1]
-    y = (np.sin(a) * dx + np.cos(a) * dy) * s + dst[:, 1:2]
-    return np.rint(x).astype(np.int64), np.rint(y).astype(np.int64)
+    s = dst[:, 2] / src[:, 2]
+    a = dst[:, 3] - src[:, 3]
+    cos, sin = (np.cos(a) * s).astype(np.float32)[:, None], (np.sin(a) * s).astype(np.float32)[:, None]
+    dx = points[None, :, 0] - src[:, 0:1].astype(np.float32)
+    dy = points[None, :, 1] - src[:, 1:2].astype(np.float32)
+    x = cos * dx - sin * dy + dst[:, 0:1].astype(np.float32)
+    y = sin * dx + cos * dy + dst[:, 1:2].astype(np.float32)
+    return np.rint(x).astype(np.int32), np.rint(y).astype(np.int32)
 
 
 def _lookup(dt: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Distance-transform values at (x, y) and whether each point is inside the image."""
     h, w = dt.shape
     inside = (x >= 0) & (x < w) & (y >= 0) & (y < h)
-    return dt[np.clip(y, 0, h - 1), np.clip(x, 0, w - 1)], inside
+    flat = np.clip(y, 0, h - 1) * w + np.clip(x, 0, w - 1)
+    return dt.ravel().take(flat), inside
 
 
 class _Chamfer:
-    """Partial symmetric chamfer cost of mapping reference frames onto the page frame."""
+    """Partial symmetric chamfer distance of reference frames mapped onto the page frame,
+    on the drawings' ink or their centerlines."""
 
-    def __init__(self, page: PageInk, ref_ink: np.ndarray):
+    def __init__(self, page: Strokes, ref: Strokes, clip: float = ALIGN_CLIP, centerlines: bool = False):
         self.page_frame = np.array(tuple(page.frame[:3]) + (0.0,), np.float64)
-        self.clip = ALIGN_CLIP * page.frame[2]
-        self.page_dt = np.minimum(page.distance, self.clip)
-        self.ref_dt = cv2.distanceTransform((~ref_ink).astype(np.uint8), cv2.DIST_L2, 3)
-        self.page_pts = page.points
-        self.ref_pts = ink_points(ref_ink)
+        self.clip = clip * page.frame[2]
+        self.page_pts, page_dt = page.centerline() if centerlines else page.ink_points()
+        self.page_dt = np.minimum(page_dt, self.clip)
+        self.ref_pts, self.ref_dt = ref.centerline() if centerlines else ref.ink_points()
 
-    def costs(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(cost, fit over the overlap) of every reference frame (F x 3)."""
+    def measure(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(mean clipped stroke distance where the two drawings overlap, share of the
+        reference's strokes landing on the page, share of the page's strokes the reference
+        covers) of every reference frame (F x 4)."""
         page = np.repeat(self.page_frame[None], len(frames), axis=0)
         # Reference strokes on the page (those that land inside it).
         x, y = _map_points(self.ref_pts, frames, page)
         values, inside = _lookup(self.page_dt, x, y)
         ref_to_page = _masked_mean(values, inside, self.clip)
-        # Page strokes in the reference (those it covers); uncovered ones cost a share of the clip.
+        # Page strokes in the reference (those it covers).
         x, y = _map_points(self.page_pts, page, frames)
         values, covered = _lookup(self.ref_dt, x, y)
         scale = (self.page_frame[2] / frames[:, 2])[:, None]
         page_to_ref = _masked_mean(np.minimum(values * scale, self.clip), covered, self.clip)
-        overlap = 0.5 * (ref_to_page + page_to_ref)
-        uncovered = 1.0 - covered.mean(axis=1)
-        return overlap + UNCOVERED_COST * self.clip * uncovered, np.maximum(0.0, 1.0 - overlap / self.clip)
+        return 0.5 * (ref_to_page + page_to_ref), inside.mean(axis=1), covered.mean(axis=1)
+
+    def fit(self, distance: np.ndarray) -> np.ndarray:
+        return np.maximum(0.0, 1.0 - distance / self.clip)
 
 
-class PageInk:
-    """A page's strokes with what every registration onto them needs from the page alone
-    (its frame, ink points, distance to ink, blurred stroke image), computed once for all
-    the references registered onto it."""
+def evidence(measured: tuple[np.ndarray, np.ndarray, np.ndarray], chance: float, ref_whole: bool) -> np.ndarray:
+    """Cost of frames (lower is better) from _Chamfer.measure: how much closer than at
+    `chance` (the distance of the search's typical, wrong, frame) the strokes lie where
+    the drawings overlap, times how much of both the overlap holds (the geometric mean of
+    the two shares). So a close-up reference fitting a fifth of the page well beats the
+    whole reference blown up over the page at chance, and a full-body reference on a
+    close-up page is judged by the part of it on the page. A reference drawn whole (not
+    cut by its image's border) has no excuse for page strokes it leaves uncovered: each
+    costs `chance` (it is not a close-up shrunk into a corner of the page)."""
+    distance, inside, covered = measured
+    cost = (distance - chance) * np.sqrt(inside * covered)
+    return cost + chance * (1.0 - covered) if ref_whole else cost
+
+
+class Strokes:
+    """A drawing's strokes with what registration needs of them, computed once (a page is
+    registered onto by every reference, a reference onto every page of a chapter): the ink
+    box frame, the distance to ink, blurred stroke images for the flow, and the strokes'
+    centerlines for the coarse alignment (a zoomed drawing's strokes are thick: the
+    distance to thick ink is 0 anywhere on them, so another drawing shrunk onto a few thick
+    strokes would fit them perfectly)."""
 
     def __init__(self, ink: np.ndarray):
         self.ink = ink
         self.frame = box_frame(mask_box(ink))
-        self.points = ink_points(ink)
         self.distance = cv2.distanceTransform((~ink).astype(np.uint8), cv2.DIST_L2, 3)
         self._strokes: dict[tuple, np.ndarray] = {}
+        self._center: tuple[np.ndarray, np.ndarray] | None = None
+        self._points: np.ndarray | None = None
+        # Cut by the image's border (a close-up, a crop): strokes run off its edge.
+        edge = np.concatenate([ink[0], ink[-1], ink[:, 0], ink[:, -1]]) if ink.size else ink.ravel()
+        self.cut = bool(edge.size) and float(edge.mean()) > CUT_SHARE
 
     def strokes(self, sigma: float, size: tuple[int, int]) -> np.ndarray:
         if (sigma, size) not in self._strokes:
             self._strokes[sigma, size] = _stroke_image(self.ink, sigma, size)
         return self._strokes[sigma, size]
+
+    def ink_points(self) -> tuple[np.ndarray, np.ndarray]:
+        """(up to ALIGN_POINTS ink points x, y; distance to ink)."""
+        if self._points is None:
+            self._points = ink_points(self.ink)
+        return self._points, self.distance
+
+    def centerline(self) -> tuple[np.ndarray, np.ndarray]:
+        """(up to ALIGN_POINTS centerline points x, y; distance to the centerlines)."""
+        if self._center is None:
+            center = skeletonize(self.ink) if self.ink.any() else self.ink
+            self._center = (ink_points(center),
+                            cv2.distanceTransform((~center).astype(np.uint8), cv2.DIST_L2, 3))
+        return self._center
 
 
 def _masked_mean(values: np.ndarray, mask: np.ndarray, empty: float) -> np.ndarray:
@@ -150,35 +200,50 @@ def _masked_mean(values: np.ndarray, mask: np.ndarray, empty: float) -> np.ndarr
     return np.where(count > 0, (values * mask).sum(axis=1) / np.maximum(count, 1), empty)
 
 
-def align_frames(page: PageInk, ref_ink: np.ndarray) -> tuple[Frame, Frame, float]:
+def align_frames(page: Strokes, ref: Strokes) -> tuple[Frame, Frame, float]:
     """(page frame, reference frame, fit in [0, 1]) of the best global alignment: the
     reference frame maps onto the page frame (see the module docstring)."""
     page_frame = page.frame
-    ref_frame = box_frame(mask_box(ref_ink))
-    if not len(page.points) or not ref_ink.any():
+    ref_frame = ref.frame
+    if not page.ink.any() or not ref.ink.any():
         return page_frame, ref_frame, 0.0
-    chamfer = _Chamfer(page, ref_ink)
     pcx, pcy, ps = page_frame
     frames = [ref_frame + (0.0,)]
     for scale in COARSE_SCALES:
         # The reference's drawing spans `scale` x the page's; its center moves over the
-        # part of the page where one of the two drawings still contains the other.
+        # part of the page where one of the two drawings still contains the other, and at
+        # about the same size still by COARSE_MIN_SHIFT (a character drawn elsewhere on
+        # the reference, whose ink box a prop or a second figure widens).
         span = scale * ps
-        offsets = np.linspace(-1.0, 1.0, COARSE_POSITIONS) * abs(span - ps) / 2.0 if scale != 1.0 else (0.0,)
+        offsets = np.linspace(-1.0, 1.0, COARSE_POSITIONS) * max(abs(span - ps) / 2.0, COARSE_MIN_SHIFT * ps)
         frames += [_page_to_ref_frame(page_frame, (pcx + ox, pcy + oy), ref_frame, span) + (0.0,)
                    for oy in offsets for ox in offsets]
     frames = np.array(frames, np.float64)
-    cost, _ = chamfer.costs(frames)
-    rcx, rcy, rs, _ = frames[int(np.argmin(cost))]
-    fine = np.array([(rcx + dx * rs * scale, rcy + dy * rs * scale, rs * scale, 0.0)
-                     for scale in ALIGN_SCALES for dy in ALIGN_SHIFTS for dx in ALIGN_SHIFTS], np.float64)
-    cost, fit = chamfer.costs(fine)
-    best = fine[int(np.argmin(cost))]
+    coarse, chamfer = _Chamfer(page, ref, COARSE_CLIP, centerlines=True), _Chamfer(page, ref)
+    # Chance: the median coarse frame is a wrong one; its distance is what strokes that do
+    # not correspond lie apart (it depends on how dense both drawings are).
+    measured = coarse.measure(frames)
+    whole = not ref.cut
+    coarse_cost = evidence(measured, float(np.median(measured[0])), whole)
+    chance = float(np.median(chamfer.measure(frames)[0]))
+    # The best few coarse frames are refined (the coarse grid is wide: the best of it
+    # need not lie in the true frame's basin), then the best refined one once more.
+    starts = frames[np.argsort(coarse_cost, kind="stable")[:COARSE_KEPT]]
+    for _ in range(2):
+        fine = np.concatenate([_fine_grid(frame) for frame in starts])
+        best = fine[int(np.argmin(evidence(chamfer.measure(fine), chance, whole)))]
+        starts = best[None]
     # Then the turn (a scanned page is rarely straight, a head tilts).
     turned = np.array([tuple(best[:3]) + (np.deg2rad(a),) for a in ALIGN_ANGLES], np.float64)
-    cost, fit = chamfer.costs(turned)
-    i = int(np.argmin(cost))
-    return page_frame, tuple(float(v) for v in turned[i]), float(fit[i])
+    measured = chamfer.measure(turned)
+    i = int(np.argmin(evidence(measured, chance, whole)))
+    return page_frame, tuple(float(v) for v in turned[i]), float(chamfer.fit(measured[0][i:i + 1])[0])
+
+
+def _fine_grid(frame: np.ndarray) -> np.ndarray:
+    rcx, rcy, rs = frame[:3]
+    return np.array([(rcx + dx * rs * scale, rcy + dy * rs * scale, rs * scale, 0.0)
+                     for scale in ALIGN_SCALES for dy in ALIGN_SHIFTS for dx in ALIGN_SHIFTS], np.float64)
 
 
 def _page_to_ref_frame(page_frame: Frame, center: tuple[float, float], ref_frame: Frame, ref_size_on_page: float
@@ -207,7 +272,7 @@ def _stroke_image(ink: np.ndarray, sigma: float, size: tuple[int, int]) -> np.nd
     return np.clip(cv2.resize(blurred, size, interpolation=cv2.INTER_AREA) * 255.0 * 2.0, 0, 255).astype(np.uint8)
 
 
-def dense_refine(page: PageInk, warped_ref_ink: np.ndarray) -> np.ndarray:
+def dense_refine(page: Strokes, warped_ref_ink: np.ndarray) -> np.ndarray:
     """Flow (H x W x 2, page pixels) taking every page pixel to its counterpart in the
     globally mapped reference."""
     h, w = page.ink.shape
@@ -219,7 +284,7 @@ def dense_refine(page: PageInk, warped_ref_ink: np.ndarray) -> np.ndarray:
     return cv2.resize(flow, (w, h), interpolation=cv2.INTER_LINEAR) * np.float32(w / size[0])
 
 
-def local_fit(page: PageInk, warped_ref_ink: np.ndarray, covered: np.ndarray) -> np.ndarray:
+def local_fit(page: Strokes, warped_ref_ink: np.ndarray, covered: np.ndarray) -> np.ndarray:
     """Share of strokes (page's and mapped reference's) within FIT_TOLERANCE of a stroke of
     the other, in a Gaussian window; 0 where the reference does not reach. The window is
     wide, so it is averaged at a quarter of the resolution."""
@@ -234,16 +299,29 @@ def local_fit(page: PageInk, warped_ref_ink: np.ndarray, covered: np.ndarray) ->
     small = (max(1, w // 4), max(1, h // 4))
     sigma = FIT_WINDOW * longest / 4.0
     blur = lambda img: cv2.GaussianBlur(cv2.resize(img, small, interpolation=cv2.INTER_AREA), (0, 0), sigma)  # noqa: E731
-    fit = cv2.resize(blur(good) / np.maximum(blur(total), 1e-4), (w, h), interpolation=cv2.INTER_LINEAR)
+    weight = blur(total)
+    fit = blur(good) / np.maximum(weight, 1e-4)
+    # Farther than the window reaches from any stroke (the inside of a big region on a
+    # close-up page) the fit is that of the nearest strokes, not 0: a reference that fits
+    # a face's outline also says what lies in the middle of the face.
+    stroked = weight > 1e-4
+    if stroked.any() and not stroked.all():
+        _, nearest = cv2.distanceTransformWithLabels((~stroked).astype(np.uint8), cv2.DIST_L2, 3,
+                                                     labelType=cv2.DIST_LABEL_PIXEL)
+        lut = np.zeros(int(nearest.max()) + 1, np.float32)
+        lut[nearest[stroked]] = fit[stroked]
+        fit = lut[nearest]
+    fit = cv2.resize(fit, (w, h), interpolation=cv2.INTER_LINEAR)
     return np.where(covered, np.clip(fit, 0.0, 1.0), 0.0).astype(np.float32)
 
 
-def register(page: PageInk | np.ndarray, ref_ink: np.ndarray, dense: bool = True) -> Registration:
-    """Registration of a reference (its ink) to the page (its ink, or PageInk of it when
-    several references are registered onto one page); both at analysis size."""
-    page = page if isinstance(page, PageInk) else PageInk(page)
-    page_ink = page.ink
-    page_frame, ref_frame, global_fit = align_frames(page, ref_ink)
+def register(page: Strokes | np.ndarray, ref: Strokes | np.ndarray, dense: bool = True) -> Registration:
+    """Registration of a reference's strokes to the page's (ink masks, or their Strokes
+    when one drawing is registered several times); both at analysis size."""
+    page = page if isinstance(page, Strokes) else Strokes(page)
+    ref = ref if isinstance(ref, Strokes) else Strokes(ref)
+    page_ink, ref_ink = page.ink, ref.ink
+    page_frame, ref_frame, global_fit = align_frames(page, ref)
     map_x, map_y = frame_maps(page_frame, ref_frame, page_ink.shape)
     remap = lambda img, mx, my: cv2.remap(img, mx, my, cv2.INTER_NEAREST,  # noqa: E731
                                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)

@@ -86,6 +86,19 @@ def test_page_styles():
     assert classify_page(yellowed) == LINE
 
 
+def test_zoomed_line_art_is_line_art():
+    """Long straight strokes drawn without anti-aliasing and zoomed in (a close-up page)
+    alias into a spectral peak; with no screened area behind it the page is line art."""
+    drawing = np.full((300, 300), 255, np.uint8)
+    head = np.array([[20, 280], [40, 40], [120, 110], [180, 110], [260, 30], [280, 280]], np.int32)
+    cv2.polylines(drawing, [head], False, 0, 9, lineType=cv2.LINE_8)
+    cv2.ellipse(drawing, (150, 220), (50, 30), 0, 0, 360, 0, 9)
+    page = cv2.resize(drawing[0:200, 40:240], (600, 600), interpolation=cv2.INTER_LINEAR)
+    result = descreen(page)
+    assert result.peaks and result.texture_share < 0.005  # the case: a peak, nothing screened
+    assert classify_page(cv2.cvtColor(page, cv2.COLOR_GRAY2RGB)) == LINE
+
+
 def test_noise_screen_is_tone_and_lettering_is_not_texture():
     color = draw_character(PALETTES["bob"])
     toned, _ = tone_page(color, np.random.default_rng(5), [Screen("noise", 6.0, 0.0)])

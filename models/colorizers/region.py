@@ -46,7 +46,7 @@ from chromaflow.models.lettering import find_balloons
 from chromaflow.models.open_fills import open_fills
 from chromaflow.models.page_styles import COLOR, GRAY, TONE, style_name
 from chromaflow.models.panel_frames import frame_strokes, regions_on_frame
-from chromaflow.models.registration import PageInk, register
+from chromaflow.models.registration import Strokes, register
 from chromaflow.models.segmentation import (
     ANALYSIS_SIZE, MIN_BALL_RADIUS, ColorTable, Segmentation, build_color_table, ink_mask, quantize, rgb_to_lab,
     segment_line_art, segment_reference, snap_image, split_by_gray, split_leaky_regions)
@@ -176,10 +176,10 @@ class RegionColorizer:
         analysis size; `page_ink`: the strokes to register on, default all ink), weighted
         by retrieval score x global stroke fit ** fit_power."""
         table, prepared = self._pool_tables(refs, memory, tolerance)
-        page = PageInk(labels == 0 if page_ink is None else page_ink)
+        page = Strokes(labels == 0 if page_ink is None else page_ink)
         views = []
-        for ref, (index, regions, region_colors, shapes, paper) in zip(refs, prepared):
-            registration = register(page, ~paper)
+        for ref, (index, regions, region_colors, shapes, strokes) in zip(refs, prepared):
+            registration = register(page, strokes)
             weight = max(ref.score, 1e-3) * max(registration.global_fit, 1e-3) ** self.params.fit_power
             views.append(ReferenceView(index, regions, region_colors, shapes, weight, registration))
         total = sum(v.weight for v in views)
@@ -189,7 +189,7 @@ class RegionColorizer:
 
     def _pool_tables(self, refs: list[Reference], memory: np.ndarray | None, tolerance: float) -> tuple:
         """What does not depend on the page: the pool's color table and per reference its
-        color index (-1: ink), flat-color regions with their shapes, and paper mask. A
+        color index (-1: ink), flat-color regions with their shapes, and strokes. A
         chapter's pages draw on the same few references, so the last few pools are kept, by
         content."""
         parts = [memory, np.float64(tolerance), self.background] + [a for r in refs for a in (r.color, r.lines)]
@@ -206,7 +206,8 @@ class RegionColorizer:
             index = quantize(color, table)
             regions, region_colors = segment_reference(color, lines, table, index)
             index[~paper] = -1
-            prepared.append((index, regions, region_colors, region_shapes(regions.labels, regions.count), paper))
+            prepared.append((index, regions, region_colors, region_shapes(regions.labels, regions.count),
+                             Strokes(~paper)))
         return table, prepared
 
     def fill_regions(self, seg: Segmentation, refs: list[Reference], memory: np.ndarray | None = None,
@@ -225,8 +226,10 @@ class RegionColorizer:
         h, w = seg.labels.shape
         labels = _analysis_size(seg.labels)
         strokes = labels == 0
+        frame_ink = None
         if frame is not None and frame.any():
-            strokes &= ~_analysis_size(frame.astype(np.uint8)).astype(bool)
+            frame_ink = _analysis_size(frame.astype(np.uint8)).astype(bool)
+            strokes &= ~frame_ink
         table, views = self.prepare_references(refs, labels, memory, tolerance, strokes)
         for i in table.unflat:
             self._warn(diag, f"page {key}: reference {refs[i].name} has no flat colors (painting-like); "
@@ -237,7 +240,7 @@ class RegionColorizer:
         big[0] = False
         inner = np.flatnonzero(~seg.touches_border & big)
         border = bool(seg.touches_border.any())
-        votes, pixel_votes = inclusion_votes(labels, seg.count, n_colors, views, pixel_votes=border)
+        votes, pixel_votes, whole = inclusion_votes(labels, seg.count, n_colors, views, pixel_votes=border)
         votes *= p.overlay_weight
         if p.match_weight > 0:
             votes += p.match_weight * descriptor_votes(labels, seg.count, n_colors, inner, views,
@@ -252,7 +255,8 @@ class RegionColorizer:
         decided = (big & (votes.sum(1) > 0))[seg.labels]
         if border:
             region_mask = seg.touches_border[labels]
-            filled = open_fills(region_mask, pixel_votes, paper, strokes, p.border_smoothing, p.sliver_width)
+            filled = open_fills(region_mask, pixel_votes, paper, strokes, p.border_smoothing, p.sliver_width,
+                                whole, frame_ink)
             if filled.shape != (h, w):
                 filled = cv2.resize(filled, (w, h), interpolation=cv2.INTER_NEAREST)
             on_border = seg.touches_border[seg.labels]
