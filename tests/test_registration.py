@@ -62,3 +62,15 @@ def test_local_fit_is_one_on_agreeing_strokes_zero_on_disagreeing_and_reaches_in
     covered = np.zeros((400, 400), bool)
     covered[:, :200] = True
     assert local_fit(Strokes(page), ref, covered)[:, 200:].max() == 0.0
+
+
+def test_global_fit_is_high_for_the_same_drawing_and_low_for_another():
+    page = np.zeros((200, 200), np.uint8)
+    cv2.circle(page, (100, 90), 50, 1, 2)
+    cv2.rectangle(page, (60, 150), (140, 190), 1, 2)
+    other = np.zeros((200, 200), np.uint8)
+    for y in range(20, 200, 45):  # stripes: nothing like the page
+        cv2.line(other, (10, y), (190, y + 30), 1, 2)
+    same = register(page.astype(bool), page.astype(bool))
+    assert same.global_fit > 0.95
+    assert register(page.astype(bool), other.astype(bool)).global_fit < 0.7
