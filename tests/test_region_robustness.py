@@ -104,6 +104,26 @@ def test_a_fill_beside_a_held_fill_is_held_and_a_ghost_is_not():
     assert (out[30:70, 85:98] == 0).all()
 
 
+def test_the_page_edge_does_not_count_against_a_fill_the_references_show_whole():
+    """Hand-built open_fills case: a fill F (x 0-39, y 10-89) cut by the image's left edge,
+    with page ink along its right side and half its top: held along 100 of its ~240 outline
+    pixels (42 %), but along 100 of the ~160 off the edge (62 %). Kept when the votes there
+    come from reference regions shown whole (a face cut by a close-up page's edge); dropped
+    when they come from regions a reference cuts itself (a ghost blown up from a close-up)."""
+    ink = np.zeros((100, 100), bool)
+    ink[7:10, 0:20] = True  # half of the top
+    ink[10:90, 40:43] = True  # the right side
+    votes = np.zeros((2, 100, 100), np.float32)
+    votes[0] = 1.0
+    votes[:, 10:90, 0:40] = np.array([0, 1], np.float32)[:, None, None]
+    shown_whole = votes.sum(axis=0) * 0
+    shown_whole[10:90, 0:40] = 1.0
+    kept = open_fills(~ink, votes, 0, ink, 0.0, 0.02, shown_whole, None)
+    assert (kept[13:87, 3:37] == 1).all()
+    ghost = open_fills(~ink, votes, 0, ink, 0.0, 0.02, np.zeros_like(shown_whole), None)
+    assert (ghost == 0).all()
+
+
 def test_warped_page_keeps_its_colors():
     page = draw_character(PALETTES["alice"], colored=False, frame=False)
     truth = draw_character(PALETTES["alice"], frame=False)
