@@ -33,6 +33,8 @@ import cv2
 import numpy as np
 from skimage.morphology import skeletonize
 
+from .segmentation import nearest_fill
+
 # Center x, center y, size, and (reference frames) the angle in radians by which page
 # coordinates turn on their way into the reference.
 Frame = tuple[float, ...]
@@ -306,11 +308,7 @@ def local_fit(page: Strokes, warped_ref_ink: np.ndarray, covered: np.ndarray) ->
     # a face's outline also says what lies in the middle of the face.
     stroked = weight > 1e-4
     if stroked.any() and not stroked.all():
-        _, nearest = cv2.distanceTransformWithLabels((~stroked).astype(np.uint8), cv2.DIST_L2, 3,
-                                                     labelType=cv2.DIST_LABEL_PIXEL)
-        lut = np.zeros(int(nearest.max()) + 1, np.float32)
-        lut[nearest[stroked]] = fit[stroked]
-        fit = lut[nearest]
+        fit = nearest_fill(fit, stroked)
     fit = cv2.resize(fit, (w, h), interpolation=cv2.INTER_LINEAR)
     return np.where(covered, np.clip(fit, 0.0, 1.0), 0.0).astype(np.float32)
 

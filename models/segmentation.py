@@ -314,12 +314,7 @@ def split_by_gray(seg: Segmentation, gray: np.ndarray) -> Segmentation:
         return seg
     parts[small[parts]] = 0
     # Small parts join the nearest big part of the same region (one distance transform).
-    known = parts > 0
-    _, nearest = cv2.distanceTransformWithLabels((~known).astype(np.uint8), cv2.DIST_L2, 3,
-                                                 labelType=cv2.DIST_LABEL_PIXEL)
-    lut = np.zeros(int(nearest.max()) + 1, np.int32)
-    lut[nearest[known]] = parts[known]
-    grown = np.where(paper, lut[nearest], 0)
+    grown = np.where(paper, nearest_fill(parts, parts > 0), 0)
     same_region = np.zeros(count, np.int64)
     same_region[parts.ravel()] = seg.labels.ravel()
     lost = paper & (same_region[grown] != seg.labels)
@@ -330,3 +325,12 @@ def split_by_gray(seg: Segmentation, gray: np.ndarray) -> Segmentation:
         count += n - 1
     labels, count = _compact(grown.astype(np.int32), count)
     return Segmentation(labels, count, _border_labels(labels, count))
+
+
+def nearest_fill(values: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """Every unknown pixel takes the value of the nearest known pixel (Euclidean)."""
+    _, nearest = cv2.distanceTransformWithLabels((~known).astype(np.uint8), cv2.DIST_L2, 3,
+                                                 labelType=cv2.DIST_LABEL_PIXEL)
+    lut = np.zeros(int(nearest.max()) + 1, dtype=values.dtype)
+    lut[nearest[known]] = values[known]
+    return lut[nearest]

@@ -49,7 +49,7 @@ from chromaflow.models.panel_frames import frame_strokes, regions_on_frame
 from chromaflow.models.registration import Strokes, register
 from chromaflow.models.segmentation import (
     ANALYSIS_SIZE, MIN_BALL_RADIUS, ColorTable, Segmentation, build_color_table, ink_mask, quantize, rgb_to_lab,
-    segment_line_art, segment_reference, snap_image, split_by_gray, split_leaky_regions)
+    nearest_fill, segment_line_art, segment_reference, snap_image, split_by_gray, split_leaky_regions)
 from chromaflow.storage.images import resize_longest
 
 from .base import ColorizeRequest, Reference
@@ -356,12 +356,3 @@ def low_confidence_regions(seg: Segmentation, unsure: np.ndarray, confidence: np
 def _analysis_size(img: np.ndarray) -> np.ndarray:
     """Nearest-neighbor downscale to ANALYSIS_SIZE: flat colors and labels stay exact."""
     return resize_longest(img, ANALYSIS_SIZE, cv2.INTER_NEAREST)
-
-
-def nearest_fill(values: np.ndarray, known: np.ndarray) -> np.ndarray:
-    """Every unknown pixel takes the value of the nearest known pixel (Euclidean)."""
-    _, nearest = cv2.distanceTransformWithLabels((~known).astype(np.uint8), cv2.DIST_L2, 3,
-                                                 labelType=cv2.DIST_LABEL_PIXEL)
-    lut = np.zeros(int(nearest.max()) + 1, dtype=values.dtype)
-    lut[nearest[known]] = values[known]
-    return lut[nearest]
