@@ -327,9 +327,10 @@ def split_by_gray(seg: Segmentation, gray: np.ndarray) -> Segmentation:
     return Segmentation(labels, count, _border_labels(labels, count))
 
 
-def nearest_fill(values: np.ndarray, known: np.ndarray) -> np.ndarray:
-    """Every unknown pixel takes the value of the nearest known pixel (Euclidean)."""
-    _, nearest = cv2.distanceTransformWithLabels((~known).astype(np.uint8), cv2.DIST_L2, 3,
+def nearest_fill(values: np.ndarray, known: np.ndarray, mask_size: int = 3) -> np.ndarray:
+    """Every unknown pixel takes the value of the nearest known pixel (Euclidean, OpenCV's
+    `mask_size` 3 or 5 approximation)."""
+    _, nearest = cv2.distanceTransformWithLabels((~known).astype(np.uint8), cv2.DIST_L2, mask_size,
                                                  labelType=cv2.DIST_LABEL_PIXEL)
     lut = np.zeros(int(nearest.max()) + 1, dtype=values.dtype)
     lut[nearest[known]] = values[known]

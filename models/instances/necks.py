@@ -20,6 +20,8 @@ import numpy as np
 from skimage.morphology import h_maxima
 from skimage.segmentation import watershed
 
+from chromaflow.models.segmentation import nearest_fill
+
 MIN_PIECE_SHARE = 0.12  # a piece covers at least this share of the silhouette
 SPLIT_SIZE = 96  # silhouettes larger than this (pixels, longest side) are split at half size
 PEAK_NOISE = 0.08  # peaks lower than this share of the highest above their surroundings are noise
@@ -42,11 +44,7 @@ def split_at_necks(silhouette: np.ndarray, depth: float, min_area: int = 0) -> l
             labels[piece] = k
         full = cv2.resize(labels, (w, h), interpolation=cv2.INTER_NEAREST)
         # Pixels of the silhouette the half-size labels missed go to the nearest piece.
-        _, nearest = cv2.distanceTransformWithLabels((full == 0).astype(np.uint8), cv2.DIST_L2, 3,
-                                                     labelType=cv2.DIST_LABEL_PIXEL)
-        lut = np.zeros(int(nearest.max()) + 1, np.uint8)
-        lut[nearest[full > 0]] = full[full > 0]
-        full = np.where(full > 0, full, lut[nearest])
+        full = nearest_fill(full, full > 0)
         return [silhouette & (full == k) for k in range(1, len(pieces) + 1)]
     return _split(silhouette, depth, min_area)
 

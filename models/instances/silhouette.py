@@ -31,6 +31,7 @@ import numpy as np
 
 from chromaflow.conf import InstancesConfig
 from chromaflow.models.panels import find_panels
+from chromaflow.models.segmentation import nearest_fill
 from chromaflow.storage.images import resize_longest
 
 from .balloons import is_balloon, is_frame, is_scenery
@@ -160,11 +161,7 @@ def complete_pieces(ink: np.ndarray, pieces: list[np.ndarray], radius: int, reac
     for i, piece in enumerate(pieces):
         labels[piece] = i + 1
     # Every stroke belongs to the nearest piece.
-    _, nearest = cv2.distanceTransformWithLabels((labels == 0).astype(np.uint8), cv2.DIST_L2, 5,
-                                                 labelType=cv2.DIST_LABEL_PIXEL)
-    lut = np.zeros(int(nearest.max()) + 1, np.int32)
-    lut[nearest[labels > 0]] = labels[labels > 0]
-    owner = lut[nearest]
+    owner = nearest_fill(labels, labels > 0, mask_size=5)
     out = []
     for i, piece in enumerate(pieces):
         own = ink & (owner == i + 1)
