@@ -52,7 +52,8 @@ GRAIN_SMOOTHING = 4.0  # noise-screen smoothing sigma (px), at least
 GRAIN_STROKE_RUNS = 1.5  # in a dense noise zone a stroke is dark over a disk this many grain runs wide
 GRAIN_SIGMA_PER_RUN = 2.5  # dense noise: sigma per px of grain run (the mean of ~40 grains: rms ~1/6 of the grains')
 GRAIN_ZONE_INK_AREA = 160  # in grain zones, dark clumps smaller than this are grains, not strokes
-PAPER_PERCENTILE = 99.0  # the paper's color is this percentile of each channel
+PAPER_PERCENTILE = 99.0  # the paper's color is this percentile of each channel's PAPER_BLOCK means
+PAPER_BLOCK = 8  # px: block means average a screen's bright gaps with its dots (JPEG makes the gaps less yellow than paper)
 
 
 @dataclass
@@ -95,14 +96,21 @@ class PageTone:
 
 
 def white_balanced(rgb: np.ndarray) -> np.ndarray:
-    """The page with its paper made white: every channel divided by its PAPER_PERCENTILE
-    value (yellowed paper, a scanner's cast). uint8 RGB."""
-    pixels = rgb.reshape(-1, 3)
-    sample = pixels[:: max(1, len(pixels) // 200_000)].astype(np.float32)
+    """The page with its paper made white: every channel divided by the PAPER_PERCENTILE
+    of its PAPER_BLOCK x PAPER_BLOCK block means (yellowed paper, a scanner's cast). Block
+    means, not pixels: on a close-up page mostly screened, the gaps between the dots are
+    the brightest pixels, and JPEG's chroma subsampling has mixed them with the black dots;
+    paper they are not. uint8 RGB."""
+    rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
+    h, w = rgb.shape[:2]
+    blocks = rgb
+    if min(h, w) >= 4 * PAPER_BLOCK:
+        blocks = cv2.resize(rgb, (w // PAPER_BLOCK, h // PAPER_BLOCK), interpolation=cv2.INTER_AREA)
+    sample = blocks.reshape(-1, 3).astype(np.float32)
     paper = np.maximum(np.percentile(sample, PAPER_PERCENTILE, axis=0), 32.0)  # an all-dark page keeps its levels
     # One lookup table per channel: 256 values to scale instead of every pixel.
     table = np.clip(np.arange(256, dtype=np.float32)[:, None] * (255.0 / paper) + 0.5, 0, 255).astype(np.uint8)
-    return cv2.LUT(np.ascontiguousarray(rgb, dtype=np.uint8), table.reshape(256, 1, 3))
+    return cv2.LUT(rgb, table.reshape(256, 1, 3))
 
 
 def welch_spectrum(gray: np.ndarray) -> np.ndarray:
