@@ -15,9 +15,7 @@ So inside a border-touching region, per-pixel reference colors are only candidat
 3. each remaining fill (a connected piece of one color) is kept only when it is *held by
    the page's strokes*: at least ANCHOR_SHARE of its outline lies along page ink. A shirt
    ending in the air is held on three sides; a ghost arm beside the real one, or a face
-   painted over the paper, is held by almost nothing and stays paper (a region outside the
-   border-touching ones holds like a stroke: its edge is a stroke or a gray step the page
-   draws). The page's edge (the
+   painted over the paper, is held by almost nothing and stays paper. The page's edge (the
    image border, a panel frame) neither holds nor counts where the references that vote
    there show the fill's region whole (WHOLE_SHARE of the votes come from reference
    regions that do not touch their own reference's border): a face cut by the edge of a
@@ -113,12 +111,7 @@ def open_fills(region_mask: np.ndarray, pixel_votes: np.ndarray, paper_index: in
     # references show the fill whole (a ghost blown up from a close-up reference reaches
     # the border too).
     reach = max(1.5, ANCHOR_DISTANCE * longest)
-    # What holds: the page's strokes and the regions outside `region_mask` (a closed
-    # region's edge without a stroke is a gray step the page draws), never a panel frame.
-    holders = page_ink | ~region_mask
-    if frame is not None:
-        holders &= ~frame
-    near_ink = cv2.distanceTransform((~holders).astype(np.uint8), cv2.DIST_L2, 3) <= reach
+    near_ink = cv2.distanceTransform((~page_ink).astype(np.uint8), cv2.DIST_L2, 3) <= reach
     edge = None if whole is None else _edge_shown_whole(pixel_votes, whole, frame, reach)
     out = np.full((h, w), paper_index, np.int32)
     colors, sizes = np.unique(color[kept], return_counts=True)

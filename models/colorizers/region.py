@@ -59,8 +59,7 @@ log = logging.getLogger(__name__)
 
 NO_STROKES_SHARE = 0.0005  # a page with less ink than this share has no strokes
 ALL_INK_SHARE = 0.9  # a page with more ink than this share is black
-GRAZED_EDGE_SHARE = 0.15  # a border region with at most this share of its outline on the page's edge ...
-GRAZED_SURE = 0.8  # ... and votes this sure is filled whole (RegionColorizer._grazed)
+GRAZED_EDGE_SHARE = 0.15  # a border region with at most this share of its outline on the page's edge is filled whole
 ALL_SCREEN_SHARE = 0.8  # a tone page screened over this share of it is all screentone
 MAX_REPORTED_REGIONS = 40  # low-confidence regions listed per page (largest first)
 SURE = 0.6  # regions this sure (vote share) teach the gray -> lightness map
@@ -240,8 +239,16 @@ class RegionColorizer:
         n_colors = len(table.rgb)
         big = seg.areas() >= max(4, p.min_region_share * h * w)
         big[0] = False
-        inner = np.flatnonzero(~seg.touches_border & big)
-        border = bool(seg.touches_border.any())
+        # A region the page's edge only grazes (a face cut by the bottom of a close-up) is a
+        # drawn region the edge cuts: it takes one color, like a closed region.
+        edge = np.zeros(labels.shape, bool)
+        edge[0, :] = edge[-1, :] = edge[:, 0] = edge[:, -1] = True
+        if frame_ink is not None:
+            edge |= cv2.dilate(frame_ink.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+        grazed = seg.touches_border & big & (edge_shares(labels, seg.count, edge) <= GRAZED_EDGE_SHARE)
+        open_regions = seg.touches_border & ~grazed
+        inner = np.flatnonzero(~open_regions & big)
+        border = bool(open_regions.any())
         votes, pixel_votes, whole = inclusion_votes(labels, seg.count, n_colors, views, pixel_votes=border)
         votes *= p.overlay_weight
         if p.match_weight > 0:
@@ -256,7 +263,6 @@ class RegionColorizer:
         fill_index = color[seg.labels]
         decided = (big & (votes.sum(1) > 0))[seg.labels]
         if border:
-            open_regions = seg.touches_border & ~self._grazed(seg, labels, big, confidence, frame_ink)
             region_mask = open_regions[labels]
             filled = open_fills(region_mask, pixel_votes, paper, strokes, p.border_smoothing, p.sliver_width,
                                 whole, frame_ink)
@@ -269,21 +275,6 @@ class RegionColorizer:
         report[inner] = unsure[inner]
         diag["low_confidence"] = low_confidence_regions(seg, report, confidence, table.rgb[color])
         return table, fill_index, decided
-
-    @staticmethod
-    def _grazed(seg: Segmentation, labels: np.ndarray, big: np.ndarray, confidence: np.ndarray,
-                frame_ink: np.ndarray | None) -> np.ndarray:
-        """Bool per region: border regions the page's edge only grazes (at most
-        GRAZED_EDGE_SHARE of the outline on the image border or a panel frame) whose votes
-        agree (GRAZED_SURE): a drawn region the edge cuts (a face at the bottom of a
-        close-up) takes one color like a closed one. Votes that disagree keep the pixel
-        fill: such a region often holds two parts an open stroke leaks together."""
-        edge = np.zeros(labels.shape, bool)
-        edge[0, :] = edge[-1, :] = edge[:, 0] = edge[:, -1] = True
-        if frame_ink is not None:
-            edge |= cv2.dilate(frame_ink.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
-        return (seg.touches_border & big & (confidence >= GRAZED_SURE)
-                & (edge_shares(labels, seg.count, edge) <= GRAZED_EDGE_SHARE))
 
     @staticmethod
     def _weigh_by_gray(votes: np.ndarray, seg: Segmentation, labels: np.ndarray, gray: np.ndarray,
