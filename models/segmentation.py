@@ -106,20 +106,6 @@ def _compact(labels: np.ndarray, count: int) -> tuple[np.ndarray, int]:
     return remap[labels].astype(np.int32), int(present.sum())
 
 
-def edge_shares(labels: np.ndarray, count: int, edge: np.ndarray) -> np.ndarray:
-    """Per label, the share of its outline (its pixels with a 4-neighbour outside it or
-    outside the image) that lies on `edge` (bool H x W); 0 for label 0 and empty labels."""
-    pad = np.pad(labels, 1, constant_values=-1)
-    inside = pad[1:-1, 1:-1]
-    outline = ((pad[:-2, 1:-1] != inside) | (pad[2:, 1:-1] != inside) | (pad[1:-1, :-2] != inside)
-               | (pad[1:-1, 2:] != inside)) & (labels > 0)
-    total = np.bincount(labels[outline], minlength=count).astype(np.float64)
-    on_edge = np.bincount(labels[outline & edge], minlength=count)
-    share = on_edge / np.maximum(total, 1)
-    share[0] = 0.0
-    return share
-
-
 def _border_labels(labels: np.ndarray, count: int) -> np.ndarray:
     border = np.zeros(count, dtype=bool)
     border[np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))] = True

@@ -152,39 +152,6 @@ def test_fill_of_an_open_outline_is_kept_and_ends_with_its_strokes():
     assert scores(out, truth, page)["background_accuracy"] > 0.99
 
 
-RED = (200, 40, 60)
-
-
-def _bottle(colored: bool, neck: bool = True) -> np.ndarray:
-    """A closed head outline (r 90) whose neck, two strokes 54 px apart, runs off the
-    page's bottom edge: one region the edge only grazes (~7 % of its outline). Colored:
-    the head red, and with `neck` the neck too (without: a drawing whose neck is paper)."""
-    img = np.full((320, 320, 3), 255, np.uint8)
-    if colored:
-        cv2.circle(img, (160, 140), 88, RED, -1)
-        if neck:
-            cv2.rectangle(img, (135, 140), (185, 319), RED, -1)
-    cv2.circle(img, (160, 140), 90, (0, 0, 0), 5, lineType=cv2.LINE_AA)
-    if neck or not colored:
-        cv2.rectangle(img, (135, 220), (185, 319), RED if colored else (255, 255, 255), -1)
-    for x in (133, 187):
-        cv2.line(img, (x, 223), (x, 330), (0, 0, 0), 5)
-    cv2.rectangle(img, (10, 10), (60, 60), (0, 0, 0), 4)
-    return img
-
-
-def test_a_region_the_page_edge_only_grazes_takes_one_color():
-    """The page's head-and-neck region reaches the bottom edge through the neck. One
-    reference colors the neck, a stronger one (a drawing whose neck is paper) does not:
-    pixel by pixel the neck would be paper; as one region (most of it red in both) it is red."""
-    page, truth = _bottle(False), _bottle(True)
-    out, _ = colorize(page, [reference(truth, "alice/a.png", 0.6),
-                             reference(_bottle(True, neck=False), "alice/b.png", 1.0)])
-    assert np.abs(out[290, 160].astype(int) - RED).max() <= 3  # the neck, by the page's edge
-    assert np.abs(out[140, 160].astype(int) - RED).max() <= 3
-    assert out[290, 60].min() >= 250 and out[30, 300].min() >= 250  # the paper beside stays paper
-
-
 def test_paper_inside_a_panel_frame_stays_paper():
     page = draw_character(PALETTES["alice"], colored=False, dx=5)  # framed panel, unframed reference
     truth = draw_character(PALETTES["alice"], dx=5)

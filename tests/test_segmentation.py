@@ -5,12 +5,11 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-import pytest
 from scipy import ndimage
 
 from chromaflow.models.correspondence import region_descriptors, region_shapes
 from chromaflow.models.segmentation import (
-    build_color_table, edge_shares, fill_holes, quantize, segment_line_art, segment_reference, split_by_gray)
+    build_color_table, fill_holes, quantize, segment_line_art, segment_reference, split_by_gray)
 
 
 def test_gap_in_stroke_does_not_merge_regions():
@@ -141,19 +140,3 @@ def test_region_shapes_and_descriptors_by_hand():
     assert np.isfinite(desc[1]).all() and np.allclose(desc[1, 2:], 0.0)  # no pixels: no size, not NaN
     assert np.allclose(desc[2], [-0.35, -0.2, 0.1, 0.1, 0.1, 1.0])
     assert np.allclose(desc[3], [0.9, 0.45, np.sqrt(2) / 10, 1.0, 0.4, 2 / 40])
-
-
-def test_edge_shares_by_hand():
-    """6 x 6 labels: region 1 is the 3 x 3 top-left block, region 2 the rest. Region 1's
-    outline is its 8 pixels around the center (1, 1); 5 of them lie on the image's border
-    (row 0: 3, column 0: 2 more) -> 5/8. Region 2's outline: its 15 pixels on the border
-    (20 less region 1's 5) and the 4 inside ones next to region 1, (1, 3), (2, 3), (3, 1),
-    (3, 2) ((3, 3) touches it only diagonally) -> 15/19."""
-    labels = np.full((6, 6), 2, np.int32)
-    labels[:3, :3] = 1
-    edge = np.zeros((6, 6), bool)
-    edge[0, :] = edge[-1, :] = edge[:, 0] = edge[:, -1] = True
-    shares = edge_shares(labels, 3, edge)
-    assert shares[0] == 0.0
-    assert shares[1] == pytest.approx(5 / 8)
-    assert shares[2] == pytest.approx(15 / 19)

@@ -48,8 +48,8 @@ from chromaflow.models.page_styles import COLOR, GRAY, TONE, style_name
 from chromaflow.models.panel_frames import frame_strokes, regions_on_frame
 from chromaflow.models.registration import Strokes, register
 from chromaflow.models.segmentation import (
-    ANALYSIS_SIZE, MIN_BALL_RADIUS, ColorTable, Segmentation, build_color_table, edge_shares, ink_mask, nearest_fill,
-    quantize, rgb_to_lab, segment_line_art, segment_reference, snap_image, split_by_gray, split_leaky_regions)
+    ANALYSIS_SIZE, MIN_BALL_RADIUS, ColorTable, Segmentation, build_color_table, ink_mask, quantize, rgb_to_lab,
+    nearest_fill, segment_line_art, segment_reference, snap_image, split_by_gray, split_leaky_regions)
 from chromaflow.storage.images import resize_longest
 
 from .base import ColorizeRequest, Reference
@@ -59,7 +59,6 @@ log = logging.getLogger(__name__)
 
 NO_STROKES_SHARE = 0.0005  # a page with less ink than this share has no strokes
 ALL_INK_SHARE = 0.9  # a page with more ink than this share is black
-GRAZED_EDGE_SHARE = 0.15  # a border region with at most this share of its outline on the page's edge is filled whole
 ALL_SCREEN_SHARE = 0.8  # a tone page screened over this share of it is all screentone
 MAX_REPORTED_REGIONS = 40  # low-confidence regions listed per page (largest first)
 SURE = 0.6  # regions this sure (vote share) teach the gray -> lightness map
@@ -239,16 +238,8 @@ class RegionColorizer:
         n_colors = len(table.rgb)
         big = seg.areas() >= max(4, p.min_region_share * h * w)
         big[0] = False
-        # A region the page's edge only grazes (a face cut by the bottom of a close-up) is a
-        # drawn region the edge cuts: it takes one color, like a closed region.
-        edge = np.zeros(labels.shape, bool)
-        edge[0, :] = edge[-1, :] = edge[:, 0] = edge[:, -1] = True
-        if frame_ink is not None:
-            edge |= cv2.dilate(frame_ink.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
-        grazed = seg.touches_border & big & (edge_shares(labels, seg.count, edge) <= GRAZED_EDGE_SHARE)
-        open_regions = seg.touches_border & ~grazed
-        inner = np.flatnonzero(~open_regions & big)
-        border = bool(open_regions.any())
+        inner = np.flatnonzero(~seg.touches_border & big)
+        border = bool(seg.touches_border.any())
         votes, pixel_votes, whole = inclusion_votes(labels, seg.count, n_colors, views, pixel_votes=border)
         votes *= p.overlay_weight
         if p.match_weight > 0:
@@ -263,12 +254,12 @@ class RegionColorizer:
         fill_index = color[seg.labels]
         decided = (big & (votes.sum(1) > 0))[seg.labels]
         if border:
-            region_mask = open_regions[labels]
+            region_mask = seg.touches_border[labels]
             filled = open_fills(region_mask, pixel_votes, paper, strokes, p.border_smoothing, p.sliver_width,
                                 whole, frame_ink)
             if filled.shape != (h, w):
                 filled = cv2.resize(filled, (w, h), interpolation=cv2.INTER_NEAREST)
-            on_border = open_regions[seg.labels]
+            on_border = seg.touches_border[seg.labels]
             fill_index[on_border] = filled[on_border]
             decided |= on_border
         report = np.zeros(seg.count, bool)
