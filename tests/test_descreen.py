@@ -86,6 +86,24 @@ def test_page_styles():
     assert classify_page(yellowed) == LINE
 
 
+def test_a_mostly_screened_yellowed_scan_is_tone_and_its_paper_white():
+    """A close-up page: a screened face over 88 % of it, paper only around a corner, yellowed
+    (blue x 0.82) and saved as JPEG. JPEG's chroma subsampling mixes the screen's gaps with
+    its black dots: the brightest pixels are gaps, less yellow than the paper. The paper is
+    read from block means: it comes out white (each channel >= 247, hand-checked: the
+    corner's mean is within the grain of the paper's level), and the page is tone, not a
+    color page to keep."""
+    color = np.full((512, 512, 3), 255, np.uint8)
+    cv2.circle(color, (300, 300), 300, (200, 200, 200), -1)
+    toned, _ = tone_page(color, np.random.default_rng(5), [Screen("dots", 5.0, 45.0)])
+    yellowed = np.clip(toned.astype(np.float32) * np.array([1.0, 0.98, 0.82]), 0, 255).astype(np.uint8)
+    ok, data = cv2.imencode(".jpg", cv2.cvtColor(yellowed, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 70])
+    page = cv2.cvtColor(cv2.imdecode(data, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    corner = white_balanced(page)[4:40, 4:40].reshape(-1, 3).mean(axis=0)
+    assert corner.min() >= 247, corner
+    assert classify_page(page) == TONE
+
+
 def test_zoomed_line_art_is_line_art():
     """Long straight strokes drawn without anti-aliasing and zoomed in (a close-up page)
     alias into a spectral peak; with no screened area behind it the page is line art."""
