@@ -104,6 +104,33 @@ def test_a_mostly_screened_yellowed_scan_is_tone_and_its_paper_white():
     assert classify_page(page) == TONE
 
 
+def test_white_balance_by_hand():
+    """Paper (200, 220, 240) with one block-sized square (150, 0, 250), under 1 % of the
+    page's 8 x 8 blocks, so the paper is read exactly: every channel scaled by 255 / its
+    paper, rounded: R 150 -> 191.25 -> 191, G 0 -> 0, B 250 -> 265.6 -> 255; an all-dark
+    page (20 everywhere) keeps its levels up to a paper of 32: 20 -> 159.4 -> 159."""
+    page = np.empty((256, 256, 3), np.uint8)
+    page[:] = (200, 220, 240)
+    page[16:24, 16:24] = (150, 0, 250)
+    out = white_balanced(page)
+    assert (out[0, 0] == 255).all()
+    assert out[20, 20].tolist() == [191, 0, 255]
+    assert (white_balanced(np.full((64, 64, 3), 20, np.uint8)) == 159).all()
+
+
+def test_white_balance_reads_blocks_on_pages_four_blocks_wide():
+    """A 32 x 32 page (4 blocks of 8) is read by block means: its 2 x 2 bright dots
+    (250, a screen's gaps) on 200 paper average out, the paper is ~202 and stays white;
+    a 24 x 24 page is read by pixels: its dots are the paper, the 200 paper is balanced to
+    200 * 255 / 250 = 204."""
+    def dotted(side):
+        page = np.full((side, side, 3), 200, np.uint8)
+        page[::8, ::8] = page[1::8, ::8] = page[::8, 1::8] = page[1::8, 1::8] = 250
+        return page
+    assert white_balanced(dotted(32))[4, 4, 0] >= 250
+    assert white_balanced(dotted(24))[4, 4, 0] == 204
+
+
 def test_zoomed_line_art_is_line_art():
     """Long straight strokes drawn without anti-aliasing and zoomed in (a close-up page)
     alias into a spectral peak; with no screened area behind it the page is line art."""
