@@ -69,6 +69,7 @@ class PairResult:
     style: str = "line"
     condition: str = "plain"
     diagnostics: dict = field(default_factory=dict)
+    framing: str = ""  # framing cases: "close-up references" or "close-up page"
 
     @property
     def variant(self) -> str:
@@ -219,7 +220,7 @@ def evaluate_case(pair: Pair, case: Case, style: str, condition: str, backend: s
     metrics["style_detected"] = float(diagnostics.get("style") == style)
     return PairResult(backend, pair.identity, pair.kind, pair.target.view.name,
                       [r.view.name for r in pair.references], metrics, seconds, out, style, condition,
-                      sanitize(diagnostics))
+                      sanitize(diagnostics), case.info.get("framing", ""))
 
 
 def evaluate_pair(pair: Pair, backend: str, config: Config) -> PairResult:
@@ -244,6 +245,9 @@ def aggregate(results: list[PairResult], line_f1: float, line_f1_gray: float) ->
     overall["line_f1_gray"] = line_f1_gray
     overall["identities"] = {name: summary([r for r in results if r.identity == name])
                              for name in dict.fromkeys(r.identity for r in results)}
+    framings = dict.fromkeys(r.framing for r in results if r.framing)
+    if framings:  # the two framing cases fail differently: close-up references, close-up pages
+        overall["framings"] = {name: summary([r for r in results if r.framing == name]) for name in framings}
     return overall
 
 

@@ -25,6 +25,7 @@ DARK_INK_LEVEL = 40  # gray level below which a pixel of a gray/tone/color page 
 # A dark area whose half-width exceeds this share of the longest side is a fill, not a stroke.
 SOLID_FILL_HALF_WIDTH = 0.025
 STROKE_HALF_WIDTH = 0.012  # rim kept as outline of such a fill
+FILL_STROKE_RATIO = 2.5  # ... and wider than this many of the page's own median stroke half-widths
 
 
 @dataclass
@@ -55,10 +56,17 @@ def _remove_specks(ink: np.ndarray, min_area: int) -> np.ndarray:
 
 
 def _strip_solid_fills(dark: np.ndarray, longest_side: int) -> np.ndarray:
-    """Remove the inside of dark areas much wider than a stroke, keeping a stroke-wide rim."""
-    half_width = max(3.0, SOLID_FILL_HALF_WIDTH * longest_side)
-    rim = max(1.0, STROKE_HALF_WIDTH * longest_side)
+    """Remove the inside of dark areas much wider than a stroke, keeping a stroke-wide rim.
+    "Much wider" is against the page's size and against its own strokes (the median
+    half-width along the dark areas' ridges, FILL_STROKE_RATIO x): a close-up's strokes
+    are zoomed in, as wide as a small drawing's black hair."""
     dist = cv2.distanceTransform(dark.astype(np.uint8), cv2.DIST_L2, 5)
+    ridge = (dist >= 1.0) & (dist >= cv2.dilate(dist, np.ones((3, 3), np.uint8)))
+    # Only strokes that run at least the page's longest side in all say what a stroke is
+    # (a lone black blob's ridge is its center).
+    stroke = float(np.median(dist[ridge])) if ridge.sum() >= longest_side else 0.0
+    half_width = max(3.0, SOLID_FILL_HALF_WIDTH * longest_side, FILL_STROKE_RATIO * stroke)
+    rim = max(1.0, STROKE_HALF_WIDTH * longest_side, stroke)
     core = dist > half_width
     if not core.any():
         return dark

@@ -22,14 +22,14 @@ def parquet_bytes(results: dict[str, dict[str, list[PairResult]]]) -> bytes:
         for rs in per_variant.values():
             for r in rs:
                 row = {"backend": backend, "style": r.style, "condition": r.condition, "identity": r.identity,
-                       "kind": r.kind, "view": r.view, "references": ",".join(r.references), "seconds": r.seconds}
+                       "kind": r.kind, "view": r.view, "references": ",".join(r.references), "framing": r.framing, "seconds": r.seconds}
                 row.update({k: (None if r.metrics[k] != r.metrics[k] else float(r.metrics[k])) for k in METRIC_KEYS})
                 row["segments"] = int(r.metrics["segments"])
                 row["low_confidence_regions"] = len(r.diagnostics.get("low_confidence", []))
                 rows.append(row)
     schema = pa.schema([("backend", pa.string()), ("style", pa.string()), ("condition", pa.string()),
                         ("identity", pa.string()), ("kind", pa.string()), ("view", pa.string()),
-                        ("references", pa.string()), ("seconds", pa.float64())]
+                        ("references", pa.string()), ("framing", pa.string()), ("seconds", pa.float64())]
                        + [(k, pa.float64()) for k in METRIC_KEYS]
                        + [("segments", pa.int64()), ("low_confidence_regions", pa.int64())])
     table = pa.Table.from_pylist(rows, schema=schema)

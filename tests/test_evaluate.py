@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
@@ -108,6 +109,34 @@ def test_styles_and_conditions_are_evaluated_separately(mini_dataset, tmp_path):
     assert region["line/warp"]["flat_color_accuracy"] > 0.8
     table = pq.read_table(tmp_path / "v" / "metrics.parquet")
     assert table.num_rows == 54 and set(table.column("condition").to_pylist()) == {"plain", "warp", "balloons"}
+
+
+def test_framing_cases_are_reported_by_kind(mini_dataset, tmp_path):
+    """Framing mixes two cases that fail differently (close-up references for a full
+    page, a close-up page for full references): each pair's case is in metrics.parquet's
+    `framing` column and metrics.json has the means per case, over the same pairs."""
+    from chromaflow.models.evaluation import Variants, load_identity_views, make_pairs, pair_case
+
+    metrics = run_evaluation(mini_dataset, tmp_path / "f", Config(), ["region"], Variants(("line",), ("framing",)))
+    framings = metrics["variants"]["region"]["line/framing"]["framings"]
+    table = pq.read_table(tmp_path / "f" / "metrics.parquet").to_pylist()
+    assert set(framings) == {"close-up references", "close-up page"}
+    for name, entry in framings.items():
+        rows = [r for r in table if r["framing"] == name]
+        assert entry["pairs"] == len(rows) > 0
+        assert entry["flat_color_accuracy"] == pytest.approx(np.mean([r["flat_color_accuracy"] for r in rows]))
+    assert sum(e["pairs"] for e in framings.values()) == len(table) == 9
+    # A close-up page is the page zoomed in: its case holds a different page than the
+    # pair's line art; close-up references keep the page as it is.
+    data = scan_eval_dataset(mini_dataset)
+    for identity in data.identities:
+        views = load_identity_views(data, identity.name, Config(), [])
+        for pair in make_pairs(identity.name, identity.kind, views):
+            case = pair_case(pair, "line", "framing")
+            row = next(r for r in table if r["identity"] == identity.name and r["view"] == pair.target.view.name
+                       and r["references"] == ",".join(v.view.name for v in pair.references))
+            same_page = np.array_equal(case.page, pair.target.line_rgb)
+            assert same_page == (row["framing"] == "close-up references")
 
 
 def test_unknown_style_is_one_clear_error():

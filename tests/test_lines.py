@@ -5,6 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from chromaflow.conf import LinesConfig
 from chromaflow.models.lines import COLOR, GRAY, LINE, classify_page, extract_lines
 from chromaflow.models.metrics import line_scores
 from synthetic import PALETTES, draw_character
@@ -45,6 +46,20 @@ def test_color_page_wide_dark_fill_keeps_only_its_outline():
     lines = extract_lines(img).lines
     assert lines[150, 150] == 255  # inside of the fill is paper
     assert lines[150, 150 - 69] == 0  # its rim is an outline
+
+
+def test_close_up_strokes_are_ink_and_its_black_hair_a_fill():
+    """A close-up reference (1024 px): its outline zoomed to 56 px wide (half-width 28, over
+    the page-size rule's 25.6) is ink through and through; black hair 250 px tall beside it
+    (half-width 125, ~4.5 strokes) is still a fill with an outline ring."""
+    img = np.full((1024, 1024, 3), 255, np.uint8)
+    cv2.circle(img, (512, 560), 400, (240, 200, 40), -1)
+    cv2.rectangle(img, (362, 250), (662, 500), (0, 0, 0), -1)  # the hair, inside the face
+    cv2.circle(img, (512, 560), 400, (0, 0, 0), 56)
+    lines = extract_lines(img, LinesConfig(work_size=1024)).lines
+    assert (lines[560, 112 - 20:112 + 20] == 0).all()  # across the stroke: all ink
+    assert lines[375, 512] == 255  # the hair's middle: a fill
+    assert lines[375, 364] == 0  # its ring: outline
 
 
 def test_gray_page_solid_black_stays_ink():
