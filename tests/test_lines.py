@@ -62,6 +62,21 @@ def test_close_up_strokes_are_ink_and_its_black_hair_a_fill():
     assert lines[375, 364] == 0  # its ring: outline
 
 
+def test_color_page_solid_fill_rules_by_hand():
+    """A 400-px color page with 3-px strokes (a face circle, r 150: the strokes' ridge is
+    ~940 px, half-width ~2): a black dot of half-width 8 is under the page-size rule's
+    0.025 x 400 = 10 and stays ink through; a black 120-px square (half-width 60) is a fill
+    whose outline ring is 0.012 x 400 = 4.8 px wide: ink 3 px in, paper 9 px in."""
+    img = np.full((400, 400, 3), 255, np.uint8)
+    cv2.circle(img, (200, 200), 150, (240, 200, 40), -1)
+    cv2.circle(img, (200, 200), 150, (0, 0, 0), 3)
+    cv2.circle(img, (200, 120), 8, (0, 0, 0), -1)  # the dot
+    cv2.rectangle(img, (150, 150), (269, 269), (0, 0, 0), -1)  # the square
+    lines = extract_lines(img, LinesConfig(work_size=400)).lines
+    assert lines[120, 200] == 0
+    assert lines[210, 153] == 0 and lines[210, 159] == 255 and lines[210, 210] == 255
+
+
 def test_gray_page_solid_black_stays_ink():
     img = np.full((300, 300, 3), 230, np.uint8)
     img[:, 150:] = 150  # mid-gray shading: a gray page, not two-toned line art
