@@ -10,7 +10,9 @@ arm, a face shifted off a profile, a head close-up blown up across the paper (gh
 So inside a border-touching region, per-pixel reference colors are only candidates:
 
 1. every pixel takes the color with most fit-weighted reference votes around it, paper
-   where only weakly fitting references reach (MIN_PIXEL_VOTE);
+   where only weakly fitting references reach (MIN_PIXEL_VOTE) or where no color has
+   most of the votes (PIXEL_MAJORITY: references of other poses, misregistered on a
+   close-up page, each paint their own part there);
 2. thin slivers (misregistration along an outline) are opened away (`sliver_width`);
 3. each remaining fill (a connected piece of one color) is kept only when it is *held by
    the page's strokes*: at least ANCHOR_SHARE of its outline lies along page ink. A shirt
@@ -36,6 +38,7 @@ import numpy as np
 from .segmentation import fill_holes
 
 MIN_PIXEL_VOTE = 0.12  # share of the (normalized) reference weight a pixel color needs
+PIXEL_MAJORITY = 0.5  # ... and share of all the votes there
 ANCHOR_SHARE = 0.5  # share of a fill's outline that must lie along page ink (see the docstring)
 ANCHOR_DISTANCE = 0.012  # outline pixels this close (share of the longest side) to ink are along it
 MIN_FILL_SHARE = 0.0005  # fills smaller than this share of the page are dropped
@@ -97,13 +100,15 @@ def open_fills(region_mask: np.ndarray, pixel_votes: np.ndarray, paper_index: in
     # planes reads memory across planes and costs more than the blurs); ties go to the
     # lower color index, as argmax does.
     best = np.zeros((h, w), np.float32)
+    total = np.zeros((h, w), np.float32)
     color = np.full((h, w), paper_index, np.int32)
     for c in present:
         smoothed = cv2.blur(pixel_votes[c], (k, k))
+        total += smoothed
         better = smoothed > best
         np.copyto(best, smoothed, where=better)
         color[better] = c
-    color[best <= MIN_PIXEL_VOTE] = paper_index
+    color[(best <= MIN_PIXEL_VOTE) | (best < PIXEL_MAJORITY * total)] = paper_index
     color[~region_mask] = paper_index
     colored = color != paper_index
     kept = cv2.morphologyEx(colored.astype(np.uint8), cv2.MORPH_OPEN, _ball(sliver_width * longest)) > 0

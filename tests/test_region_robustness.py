@@ -104,6 +104,24 @@ def test_a_fill_beside_a_held_fill_is_held_and_a_ghost_is_not():
     assert (out[30:70, 85:98] == 0).all()
 
 
+def test_an_open_fill_needs_most_of_the_votes():
+    """Hand-built open_fills case (100 x 100): a fill held by strokes on three sides. Where
+    the references agree on its color (0.6 of the votes, the rest paper and another color)
+    it is kept; where they split 0.4 / 0.35 / 0.25 (misregistered references of other
+    poses, each painting its own part there) nobody's fill is painted: paper."""
+    ink = np.zeros((100, 100), bool)
+    ink[10:13, 10:90] = ink[10:90, 10:13] = ink[10:90, 87:90] = True
+    def votes_for(shares):
+        votes = np.zeros((3, 100, 100), np.float32)
+        votes[0] = 1.0
+        votes[:, 13:90, 13:87] = np.array(shares, np.float32)[:, None, None]
+        return votes
+    kept = open_fills(~ink, votes_for([0.2, 0.6, 0.2]), 0, ink, smoothing=0.0, sliver_width=0.02)
+    assert (kept[16:87, 16:84] == 1).all()
+    split = open_fills(~ink, votes_for([0.25, 0.4, 0.35]), 0, ink, smoothing=0.0, sliver_width=0.02)
+    assert (split == 0).all()
+
+
 def test_the_page_edge_does_not_count_against_a_fill_the_references_show_whole():
     """Hand-built open_fills case: a fill F (x 0-39, y 10-89) cut by the image's left edge,
     with page ink along its right side and half its top: held along 100 of its ~240 outline
