@@ -232,34 +232,35 @@ def _mean(values: list[float]) -> float:
     return float(np.mean(finite)) if finite else float("nan")
 
 
-def aggregate(results: list[PairResult], line_f1: float, line_f1_gray: float) -> dict:
-    """Overall means over pairs, plus the same per identity. Timings stay out
-    (they are in metrics.parquet): metrics.json is identical for identical inputs."""
-    def summary(rs: list[PairResult]) -> dict:
-        row = {key: _mean([r.metrics[key] for r in rs]) for key in METRIC_KEYS}
-        row["pairs"] = len(rs)
-        return row
+def _summary(results: list[PairResult]) -> dict:
+    row = {key: _mean([r.metrics[key] for r in results]) for key in METRIC_KEYS}
+    row["pairs"] = len(results)
+    return row
 
-    overall = summary(results)
+
+def _summaries_by(results: list[PairResult], attribute: str) -> dict[str, dict]:
+    """`_summary` per value of a PairResult attribute (first seen first; "" left out)."""
+    values = dict.fromkeys(getattr(r, attribute) for r in results)
+    return {v: _summary([r for r in results if getattr(r, attribute) == v]) for v in values if v}
+
+
+def aggregate(results: list[PairResult], line_f1: float, line_f1_gray: float) -> dict:
+    """Overall means over pairs, plus the same per identity (and per framing case). Timings
+    stay out (they are in metrics.parquet): metrics.json is identical for identical inputs."""
+    overall = _summary(results)
     overall["line_f1"] = line_f1
     overall["line_f1_gray"] = line_f1_gray
-    overall["identities"] = {name: summary([r for r in results if r.identity == name])
-                             for name in dict.fromkeys(r.identity for r in results)}
-    framings = dict.fromkeys(r.framing for r in results if r.framing)
+    overall["identities"] = _summaries_by(results, "identity")
+    framings = _summaries_by(results, "framing")
     if framings:  # the two framing cases fail differently: close-up references, close-up pages
-        overall["framings"] = {name: summary([r for r in results if r.framing == name]) for name in framings}
+        overall["framings"] = framings
     return overall
 
 
 def aggregate_kinds(results: list[PairResult]) -> dict:
     """Means over the pairs of each identity kind (pose / recolor)."""
-    out = {}
-    for kind in (POSE, RECOLOR):
-        rs = [r for r in results if r.kind == kind]
-        if rs:
-            out[kind] = {key: _mean([r.metrics[key] for r in rs]) for key in METRIC_KEYS}
-            out[kind]["pairs"] = len(rs)
-    return out
+    kinds = _summaries_by(results, "kind")
+    return {kind: kinds[kind] for kind in (POSE, RECOLOR) if kind in kinds}
 
 
 def default_backends(config: Config) -> list[str]:

@@ -22,7 +22,8 @@ def parquet_bytes(results: dict[str, dict[str, list[PairResult]]]) -> bytes:
         for rs in per_variant.values():
             for r in rs:
                 row = {"backend": backend, "style": r.style, "condition": r.condition, "identity": r.identity,
-                       "kind": r.kind, "view": r.view, "references": ",".join(r.references), "framing": r.framing, "seconds": r.seconds}
+                       "kind": r.kind, "view": r.view, "references": ",".join(r.references), "framing": r.framing,
+                       "seconds": r.seconds}
                 row.update({k: (None if r.metrics[k] != r.metrics[k] else float(r.metrics[k])) for k in METRIC_KEYS})
                 row["segments"] = int(r.metrics["segments"])
                 row["low_confidence_regions"] = len(r.diagnostics.get("low_confidence", []))
