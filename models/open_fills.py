@@ -15,8 +15,10 @@ So inside a border-touching region, per-pixel reference colors are only candidat
    close-up page, each paint their own part there);
 2. thin slivers (misregistration along an outline) are opened away (`sliver_width`);
 3. each remaining fill (a connected piece of one color) is kept only when it is *held by
-   the page's strokes*: at least ANCHOR_SHARE of its outline lies along page ink. A shirt
-   ending in the air is held on three sides; a ghost arm beside the real one, or a face
+   the page's strokes*: at least ANCHOR_SHARE of its outline lies along page ink or along
+   a line between two stroke ends (`open_edges`, models/stroke_ends.py: a shirt's bottom
+   between the last ends of its sides is where the drawing stops). A shirt ending in the
+   air is held on three sides; a ghost arm beside the real one, or a face
    painted over the paper, is held by almost nothing and stays paper. The page's edge (the
    image border, a panel frame) neither holds nor counts where the references that vote
    there show the fill's region whole (WHOLE_SHARE of the votes come from reference
@@ -48,6 +50,11 @@ WHOLE_SHARE = 0.5  # share of the votes at the page's edge from whole reference 
 def _ball(diameter: int) -> np.ndarray:
     diameter = max(3, int(diameter) | 1)
     return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (diameter, diameter))
+
+
+def anchor_reach(shape: tuple[int, int]) -> float:
+    """Pixels: an outline this close to ink lies along it (ANCHOR_DISTANCE of the longest side)."""
+    return max(1.5, ANCHOR_DISTANCE * max(shape))
 
 
 def anchored(fill: np.ndarray, near_ink: np.ndarray, edge: np.ndarray | None = None) -> np.ndarray:
@@ -85,11 +92,12 @@ def _edge_shown_whole(pixel_votes: np.ndarray, whole: np.ndarray, frame: np.ndar
 
 def open_fills(region_mask: np.ndarray, pixel_votes: np.ndarray, paper_index: int, page_ink: np.ndarray,
                smoothing: float, sliver_width: float, whole: np.ndarray | None = None,
-               frame: np.ndarray | None = None) -> np.ndarray:
+               frame: np.ndarray | None = None, open_edges: np.ndarray | None = None) -> np.ndarray:
     """Color-table index per pixel of `region_mask` (the border-touching regions), paper
     where no held fill is (see the module docstring). `whole`: per pixel, the votes cast
     from whole reference regions (correspondence.inclusion_votes); `frame`: the page's
-    panel-frame ink (not in `page_ink`). Arrays at analysis size."""
+    panel-frame ink (not in `page_ink`); `open_edges`: lines between stroke ends that hold
+    like ink (stroke_ends.open_edges). Arrays at analysis size."""
     h, w = region_mask.shape
     longest = max(h, w)
     k = max(1, int(smoothing * longest)) | 1
@@ -115,8 +123,10 @@ def open_fills(region_mask: np.ndarray, pixel_votes: np.ndarray, paper_index: in
     # Only the page's strokes hold a fill. The page's edge stops counting only where the
     # references show the fill whole (a ghost blown up from a close-up reference reaches
     # the border too).
-    reach = max(1.5, ANCHOR_DISTANCE * longest)
+    reach = anchor_reach((h, w))
     near_ink = cv2.distanceTransform((~page_ink).astype(np.uint8), cv2.DIST_L2, 3) <= reach
+    if open_edges is not None:
+        near_ink |= cv2.distanceTransform((~open_edges).astype(np.uint8), cv2.DIST_L2, 3) <= reach
     edge = None if whole is None else _edge_shown_whole(pixel_votes, whole, frame, reach)
     out = np.full((h, w), paper_index, np.int32)
     colors, sizes = np.unique(color[kept], return_counts=True)

@@ -37,6 +37,9 @@ class Segmentation:
     labels: np.ndarray  # int32 H x W: 0 = ink, 1..n = regions
     count: int  # n + 1 (label 0 included)
     touches_border: np.ndarray  # bool per label: the region reaches the image border
+    # pixels of regions only joins between stroke ends close off from the border
+    # (split_at_closures); None: none
+    joined: np.ndarray | None = None
 
     def areas(self) -> np.ndarray:
         return np.bincount(self.labels.ravel(), minlength=self.count)
@@ -271,6 +274,31 @@ def split_leaky_regions(seg: Segmentation, radius: float) -> Segmentation:
     return Segmentation(labels, count, _border_labels(labels, count))
 
 
+def split_at_closures(seg: Segmentation, joins: np.ndarray) -> Segmentation:
+    """Border-touching regions cut along `joins` (models/stroke_ends.py: short closures
+    between stroke ends); pieces cut off from the image border become regions of their own
+    (matched like any closed region), the join pixels join the piece beside them, and
+    closed regions never change."""
+    leaky = seg.touches_border[seg.labels]
+    cut = leaky & joins
+    if not cut.any():
+        return seg
+    n, pieces = cv2.connectedComponents((leaky & ~cut).astype(np.uint8), connectivity=4)
+    if n <= 2:
+        return seg
+    pieces = _grow_labels(pieces.astype(np.int32), cut, max_steps=8)
+    labels = seg.labels.copy()
+    labels[leaky] = 0
+    new = np.zeros(n, np.int64)
+    new[1:] = np.arange(seg.count, seg.count + n - 1)
+    take = leaky & (pieces > 0)
+    labels[take] = new[pieces[take]]
+    labels, count = _compact(labels.astype(np.int32), seg.count + n - 1)
+    border = _border_labels(labels, count)
+    joined = leaky & ~border[labels] & (labels > 0)
+    return Segmentation(labels, count, border, joined)
+
+
 GRAY_STEP = 24.0  # gray levels: two flat grays this far apart are two parts (hair and skin)
 MIN_PART_SHARE = 0.0015  # a split-off part covers at least this share of the page
 
@@ -324,7 +352,7 @@ def split_by_gray(seg: Segmentation, gray: np.ndarray) -> Segmentation:
         grown[lost] = rest[lost] + count - 1
         count += n - 1
     labels, count = _compact(grown.astype(np.int32), count)
-    return Segmentation(labels, count, _border_labels(labels, count))
+    return Segmentation(labels, count, _border_labels(labels, count), seg.joined)
 
 
 def nearest_fill(values: np.ndarray, known: np.ndarray, mask_size: int = 3) -> np.ndarray:

@@ -171,6 +171,71 @@ def test_fill_of_an_open_outline_is_kept_and_ends_with_its_strokes():
     assert scores(out, truth, page)["background_accuracy"] > 0.99
 
 
+def _open_bust(colored: bool) -> np.ndarray:
+    """A head over a shirt drawn as two sides with short shoulders, open at the bottom and
+    over most of its top: the shirt ends where its sides end."""
+    img = np.full((360, 360, 3), 255, np.uint8)
+    if colored:
+        cv2.rectangle(img, (100, 230), (260, 320), (60, 120, 220), -1)
+        cv2.circle(img, (180, 150), 60, (230, 180, 140), -1)
+    for x0, x1 in ((100, 125), (260, 235)):
+        cv2.polylines(img, [np.array([[x0, 320], [x0, 230], [x1, 230]], np.int32)], False, (0, 0, 0), 6)
+    cv2.circle(img, (180, 150), 60, (0, 0, 0), 6)
+    return img
+
+
+def test_a_fill_ending_between_the_last_ends_of_its_strokes_is_held():
+    """The shirt's strokes hold less than half its outline; the line between its sides'
+    bottom ends and between its shoulders' ends is where the drawing stops: held there."""
+    page, truth = _open_bust(False), _open_bust(True)
+    out, _ = colorize(page, [reference(truth)])
+    m = scores(out, truth, page)
+    assert np.abs(out[250, 140].astype(int) - (60, 120, 220)).max() <= 3
+    assert out[345, 180].min() >= 250 and out[280, 40].min() >= 250  # below and beside: paper
+    assert m["flat_color_accuracy"] > 0.8 and m["background_accuracy"] > 0.99, m
+
+
+def _bust_with_an_arm(colored: bool, arm: list[list[int]]) -> np.ndarray:
+    """A head, a shirt open at the bottom, and an arm drawn as two lines open at one end."""
+    img = np.full((360, 360, 3), 255, np.uint8)
+    shirt = np.array([[110, 330], [110, 230], [250, 230], [250, 330]], np.int32)
+    arm = np.array(arm, np.int32)
+    if colored:
+        cv2.fillPoly(img, [shirt], (60, 120, 220))
+        cv2.fillPoly(img, [arm], (230, 180, 140))
+        cv2.circle(img, (180, 150), 60, (230, 180, 140), -1)
+    cv2.polylines(img, [shirt, arm], False, (0, 0, 0), 6)
+    cv2.circle(img, (180, 150), 60, (0, 0, 0), 6)
+    return img
+
+
+def test_an_arm_raised_on_the_page_and_lowered_in_the_reference_is_colored():
+    """The raised arm's two lines stop side by side in the air: capped, it is a region of
+    its own, and with the reference's arm elsewhere it takes its vote (skin) instead of
+    the paper the overlay has there. (The reference's lowered arm, held by the shirt's side
+    and the arm's bottom stroke, still paints beside the shirt: background ~0.97.)"""
+    raised = [[290, 80], [290, 230], [255, 230], [255, 80]]
+    page, truth = _bust_with_an_arm(False, raised), _bust_with_an_arm(True, raised)
+    out, _ = colorize(page, [reference(_bust_with_an_arm(True, [[290, 340], [290, 235], [255, 235], [255, 340]]))])
+    assert np.abs(out[120:200, 265:282].reshape(-1, 3).astype(int) - (230, 180, 140)).max() <= 3
+    assert out[20, 272].min() >= 250  # above the arm's open end: paper
+    assert scores(out, truth, page)["flat_color_accuracy"] > 0.9
+
+
+def test_speed_lines_beside_the_character_stay_paper():
+    """Parallel strokes that stop side by side but are separate strokes (speed lines) are
+    not capped: the paper between them is background, not a region to color."""
+    page = draw_character(PALETTES["alice"], colored=False, frame=False)
+    truth = draw_character(PALETTES["alice"], frame=False)
+    for img in (page, truth):
+        for y in range(40, 400, 30):
+            cv2.line(img, (10, y), (60, y + 4), (0, 0, 0), 3)
+            cv2.line(img, (262, y), (312, y - 4), (0, 0, 0), 3)
+    out, _ = colorize(page, [reference(draw_character(PALETTES["alice"], frame=False, dx=6))])
+    m = scores(out, truth, page)
+    assert m["background_accuracy"] > 0.99 and m["flat_color_accuracy"] > 0.95, m
+
+
 def test_paper_inside_a_panel_frame_stays_paper():
     page = draw_character(PALETTES["alice"], colored=False, dx=5)  # framed panel, unframed reference
     truth = draw_character(PALETTES["alice"], dx=5)

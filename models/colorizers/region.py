@@ -4,7 +4,9 @@ and fill each with the color its counterparts wear in ALL retrieved references.
 1. **Style** (request.kind, models/page_styles.py): color pages pass through unchanged
    (`colorize.color_pages: keep`); gray pages are white-balanced; tone pages descreened
    (models/descreen.py), so a screened area is one flat gray.
-2. **Regions**: the line art segmented gap-tolerantly (models/segmentation.py); on gray and
+2. **Regions**: the line art segmented gap-tolerantly (models/segmentation.py); two
+   strokes that stop side by side (an arm's two lines ending in the air) are capped
+   (models/stroke_ends.py), so the part they hold is a region of its own; on gray and
    tone pages regions are also split where the gray level jumps without a stroke (hair
    against skin). Speech balloons with lettering (models/lettering.py) keep paper.
 3. **Correspondence** (models/correspondence.py): every reference is registered onto the
@@ -15,7 +17,10 @@ and fill each with the color its counterparts wear in ALL retrieved references.
    (request.remembered_colors) and are reported in request.diagnostics["low_confidence"].
 4. **Paper stays paper** (models/open_fills.py): in regions that touch the page border
    (the background and fills leaking through open outlines) a reference color is kept
-   only as a fill the page's strokes hold; everything else is paper. No reference pixel
+   only as a fill the page's strokes hold (or the lines between their last ends, where a
+   part drawn open stops); everything else is paper. Capped regions are filled so too,
+   unless no one fill covers most of one (a raised arm the references show lowered):
+   then it takes its region vote. No reference pixel
    crosses a page stroke. The paper inside a panel frame (models/panel_frames.py: a
    rectangle of ink around the page that the references do not have) counts as
    border-touching too, and the frame neither registers references nor holds fills.
@@ -47,9 +52,10 @@ from chromaflow.models.open_fills import open_fills
 from chromaflow.models.page_styles import COLOR, GRAY, TONE, style_name
 from chromaflow.models.panel_frames import frame_strokes, regions_on_frame
 from chromaflow.models.registration import Strokes, register
+from chromaflow.models.stroke_ends import closing_joins, open_edges
 from chromaflow.models.segmentation import (
     ANALYSIS_SIZE, MIN_BALL_RADIUS, ColorTable, Segmentation, build_color_table, ink_mask, quantize, rgb_to_lab,
-    nearest_fill, segment_line_art, segment_reference, snap_image, split_by_gray, split_leaky_regions)
+    nearest_fill, segment_line_art, segment_reference, split_at_closures, snap_image, split_by_gray, split_leaky_regions)
 from chromaflow.storage.images import resize_longest
 
 from .base import ColorizeRequest, Reference
@@ -62,6 +68,7 @@ ALL_INK_SHARE = 0.9  # a page with more ink than this share is black
 ALL_SCREEN_SHARE = 0.8  # a tone page screened over this share of it is all screentone
 MAX_REPORTED_REGIONS = 40  # low-confidence regions listed per page (largest first)
 SURE = 0.6  # regions this sure (vote share) teach the gray -> lightness map
+JOINED_COVER_SHARE = 0.5  # a joined region no open fill covers this share of takes its vote
 POOLS_KEPT = 4  # prepared reference pools kept per colorizer (a few MB each at analysis size)
 
 
@@ -122,7 +129,10 @@ class RegionColorizer:
             if tone.texture_share > ALL_SCREEN_SHARE:
                 self._warn(diag, f"page {request.key} is almost entirely screentone: colored as one gray area")
         self._check_strokes(lines, request.key, diag)
-        seg = self.segment(lines, shade if style in (GRAY, TONE) else None)
+        # Stroke ends (models/stroke_ends.py) need clean strokes: a tone page's screens
+        # leave spurs along its strokes that read as ends.
+        ends = style != TONE
+        seg = self.segment(lines, shade if style in (GRAY, TONE) else None, close_strokes=ends)
         frame = panel_frame(seg, request.references)
         if frame.any():  # the paper inside a panel frame is the page's background
             seg.touches_border = seg.touches_border | regions_on_frame(seg.labels, seg.count, frame)
@@ -135,7 +145,8 @@ class RegionColorizer:
             table, fill_index, decided = self.fill_regions(seg, refs, request.remembered_colors,
                                                            request.palette_tolerance,
                                                            shade if style in (GRAY, TONE) else None,
-                                                           balloons.regions, diag, request.key, frame)
+                                                           balloons.regions, diag, request.key, frame,
+                                                           open_edges_hold=ends)
         else:
             table = ColorTable(lab=rgb_to_lab(self.background[None]), rgb=self.background[None].copy())
             fill_index = np.zeros((h, w), np.int32)
@@ -145,13 +156,17 @@ class RegionColorizer:
         fill_index[balloons.mask] = len(palette) - 1
         return self._composite(page, balanced, shade, seg, palette[fill_index], fill_index, style)
 
-    def segment(self, lines: np.ndarray, gray: np.ndarray | None = None) -> Segmentation:
+    def segment(self, lines: np.ndarray, gray: np.ndarray | None = None, close_strokes: bool = True
+                ) -> Segmentation:
         """The page's regions (gap-tolerant; optionally a second pass on leaky regions;
-        split where the gray level jumps when the page's gray is given)."""
+        with `close_strokes`, open parts capped between stroke ends; split where the gray
+        level jumps when the page's gray is given)."""
         longest = max(lines.shape)
         seg = segment_line_art(lines, radius=max(MIN_BALL_RADIUS, self.params.ball_radius * longest))
         if self.params.leak_radius > 0:
             seg = split_leaky_regions(seg, self.params.leak_radius * longest)
+        if close_strokes:
+            seg = split_at_closures(seg, closing_joins(ink_mask(lines)))
         if gray is not None:
             seg = split_by_gray(seg, gray)
         return seg
@@ -212,15 +227,16 @@ class RegionColorizer:
 
     def fill_regions(self, seg: Segmentation, refs: list[Reference], memory: np.ndarray | None = None,
                      tolerance: float = 0.0, gray: np.ndarray | None = None, forced_paper: np.ndarray | None = None,
-                     diag: dict | None = None, key: str = "", frame: np.ndarray | None = None
-                     ) -> tuple[ColorTable, np.ndarray, np.ndarray]:
+                     diag: dict | None = None, key: str = "", frame: np.ndarray | None = None,
+                     open_edges_hold: bool = True) -> tuple[ColorTable, np.ndarray, np.ndarray]:
         """(color table, index per page pixel, mask of pixels decided by votes: ink and
         tiny regions are not, they take the nearest decided color). Voting runs at
         ANALYSIS_SIZE; labels and the result are full resolution. `memory`: the identities'
         remembered colors: reference colors within `tolerance` of one are read as it, and
         unsure regions choose among them. `gray`: the page's gray (gray/tone pages). `frame`:
         the page's panel-frame ink (models/panel_frames.py), which holds no fill and
-        registers nothing."""
+        registers nothing. `open_edges_hold`: the lines between stroke ends hold open fills
+        (stroke_ends.open_edges)."""
         p = self.params
         diag = {} if diag is None else diag
         h, w = seg.labels.shape
@@ -238,13 +254,21 @@ class RegionColorizer:
         n_colors = len(table.rgb)
         big = seg.areas() >= max(4, p.min_region_share * h * w)
         big[0] = False
-        inner = np.flatnonzero(~seg.touches_border & big)
+        joined = self._joined_regions(seg)
+        # Regions the joins close are matched apart from the closed ones: one-to-one among
+        # themselves, so adding them never changes a closed region's match.
+        inner = np.flatnonzero(~seg.touches_border & big & ~joined)
+        capped = np.flatnonzero(joined & big)
         border = bool(seg.touches_border.any())
         votes, pixel_votes, whole = inclusion_votes(labels, seg.count, n_colors, views, pixel_votes=border)
         votes *= p.overlay_weight
+        capped_votes = np.zeros_like(votes)
         if p.match_weight > 0:
             votes += p.match_weight * descriptor_votes(labels, seg.count, n_colors, inner, views,
                                                        p.min_region_share, p.match_sigma)
+            capped_votes = descriptor_votes(labels, seg.count, n_colors, capped, views, p.min_region_share,
+                                            p.match_sigma)
+            votes += p.match_weight * capped_votes
         if gray is not None:
             votes = self._weigh_by_gray(votes, seg, labels, gray, table, inner)
         if forced_paper is not None:
@@ -253,19 +277,42 @@ class RegionColorizer:
         color, confidence, unsure = decide(votes, memory_entries(table, memory, paper), p.min_confidence)
         fill_index = color[seg.labels]
         decided = (big & (votes.sum(1) > 0))[seg.labels]
+        voted = np.zeros(seg.count, bool)  # capped regions that take their region vote
         if border:
-            region_mask = seg.touches_border[labels]
+            # Regions only joins between stroke ends close (segmentation.split_at_closures)
+            # are filled as open ones too (pixel by pixel: a face whose cheek stops short
+            # ends where the references end it), unless no one open fill covers most of
+            # one: an arm raised on the page, lowered in every reference, is paper or bits
+            # of shirt there, and takes the color of the reference region its shape and
+            # place match.
+            open_regions = seg.touches_border | joined
+            region_mask = open_regions[labels]
             filled = open_fills(region_mask, pixel_votes, paper, strokes, p.border_smoothing, p.sliver_width,
-                                whole, frame_ink)
+                                whole, frame_ink, open_edges(strokes) if open_edges_hold else None)
             if filled.shape != (h, w):
                 filled = cv2.resize(filled, (w, h), interpolation=cv2.INTER_NEAREST)
-            on_border = seg.touches_border[seg.labels]
-            fill_index[on_border] = filled[on_border]
-            decided |= on_border
+            voted = joined & ~_covered_by_one_open_fill(seg, filled, paper, n_colors)
+            by_shape = voted & (capped_votes.sum(1) > 0)
+            if by_shape.any():  # the overlay there is another part's (or the paper beside it)
+                color[by_shape] = capped_votes[by_shape].argmax(1)
+                fill_index = color[seg.labels]
+            on_open = (open_regions & ~voted)[seg.labels]
+            fill_index[on_open] = filled[on_open]
+            decided |= on_open
         report = np.zeros(seg.count, bool)
         report[inner] = unsure[inner]
+        report[voted] = unsure[voted]
         diag["low_confidence"] = low_confidence_regions(seg, report, confidence, table.rgb[color])
         return table, fill_index, decided
+
+    @staticmethod
+    def _joined_regions(seg: Segmentation) -> np.ndarray:
+        """Per label: the region is closed only by joins between stroke ends."""
+        joined = np.zeros(seg.count, bool)
+        if seg.joined is not None:
+            joined[np.unique(seg.labels[seg.joined])] = True
+        joined[0] = False
+        return joined
 
     @staticmethod
     def _weigh_by_gray(votes: np.ndarray, seg: Segmentation, labels: np.ndarray, gray: np.ndarray,
@@ -302,6 +349,15 @@ class RegionColorizer:
         if style == TONE:
             return keep_page_luminance(fill, None, tone_lightness(fill, shade, seg.labels), index=fill_index)
         return multiply_strokes(fill, balanced, seg.labels == 0)
+
+
+def _covered_by_one_open_fill(seg: Segmentation, filled: np.ndarray, paper: int, n_colors: int) -> np.ndarray:
+    """Per region: one color of the open fills (`filled`, per pixel) covers at least
+    JOINED_COVER_SHARE of it."""
+    painted = filled != paper
+    pairs = np.bincount((seg.labels[painted].astype(np.int64) * n_colors + filled[painted]),
+                        minlength=seg.count * n_colors).reshape(seg.count, n_colors)
+    return pairs.max(1) >= JOINED_COVER_SHARE * seg.areas()
 
 
 def panel_frame(seg: Segmentation, refs: list[Reference]) -> np.ndarray:
