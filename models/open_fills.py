@@ -52,11 +52,6 @@ def _ball(diameter: int) -> np.ndarray:
     return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (diameter, diameter))
 
 
-def anchor_reach(shape: tuple[int, int]) -> float:
-    """Pixels: an outline this close to ink lies along it (ANCHOR_DISTANCE of the longest side)."""
-    return max(1.5, ANCHOR_DISTANCE * max(shape))
-
-
 def anchored(fill: np.ndarray, near_ink: np.ndarray, edge: np.ndarray | None = None) -> np.ndarray:
     """Mask of the connected pieces of `fill` whose outline is held by ink (see the module
     docstring); outline pixels on `edge` (the page's edge where the references show the
@@ -123,7 +118,7 @@ def open_fills(region_mask: np.ndarray, pixel_votes: np.ndarray, paper_index: in
     # Only the page's strokes hold a fill. The page's edge stops counting only where the
     # references show the fill whole (a ghost blown up from a close-up reference reaches
     # the border too).
-    reach = anchor_reach((h, w))
+    reach = max(1.5, ANCHOR_DISTANCE * longest)
     near_ink = cv2.distanceTransform((~page_ink).astype(np.uint8), cv2.DIST_L2, 3) <= reach
     if open_edges is not None:
         near_ink |= cv2.distanceTransform((~open_edges).astype(np.uint8), cv2.DIST_L2, 3) <= reach

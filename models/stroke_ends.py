@@ -10,12 +10,13 @@ arm raised on the page, lowered in every reference, is left as paper).
 A reader closes such an outline by joining the two stroke ends across the opening. Here:
 
 1. the strokes' centerlines (skeleton) give their ends (centerline pixels with one
-   neighbor) and each end's direction (from a point a few stroke widths back along it);
+   neighbor) and each end's direction (away from the centroid of the centerline around it);
 2. two ends are joined when they lie within MAX_GAP_WIDTHS stroke widths of each other,
-   the straight join crosses no ink, and neither end points away from the other (a join
-   must continue the stroke or cap it, not run back beside it);
+   the straight join crosses no ink, and they cap two lines of one stroke that stop side
+   by side or point at each other (CAP_COSINE);
 3. nearest pairs first, each end joined once: two arm lines that stop side by side are
-   capped, the wide gap between the arms (the shirt's open bottom) is not.
+   capped, the wide gap between the arms (the shirt's open bottom) is not; that gap is an
+   open edge (`open_edges`), which only holds fills (models/open_fills.py).
 
 The joins only split regions that touch the page border (segmentation.split_at_closures):
 a closed region never changes, and a part the joins close off entirely becomes a region of
@@ -28,7 +29,7 @@ import cv2
 import numpy as np
 from skimage.morphology import skeletonize
 
-WIDTH_PERCENTILE = 30
+WIDTH_PERCENTILE = 30  # the stroke width is read at this percentile of the centerline (see stroke_width)
 MAX_GAP_WIDTHS = 6.0  # ends this many stroke widths apart (or nearer) may be joined
 BACK_WIDTHS = 1.5  # an end's direction: from the centroid of its centerline this many stroke widths around
 SINGLE_LINE = 1.5  # an end has at most this many times one line's centerline pixels around it
@@ -65,7 +66,7 @@ def _neighbors(skeleton: np.ndarray) -> np.ndarray:
 
 def stroke_ends(ink: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     """(ends as (N, 2) y, x; their unit directions (N, 2), pointing out of the stroke;
-    the median stroke width). An end's direction runs from the centroid of the centerline
+    the stroke width, stroke_width). An end's direction runs from the centroid of the centerline
     around it (a box of BACK_WIDTHS stroke widths each way) to the end; ends with less
     centerline than MIN_STROKE_WIDTHS widths around them (dots, ticks) or more than one
     line's (SINGLE_LINE) are left out."""
@@ -108,16 +109,16 @@ def _crossing_ink(ink: np.ndarray, a: np.ndarray, b: np.ndarray, skip: float) ->
     return np.bincount(pair[hit], minlength=len(a)) > 0
 
 
-def _pairs(ink: np.ndarray, max_widths: float, closing: bool, excluded: set | None = None
-           ) -> tuple[np.ndarray, np.ndarray, list]:
-    """(ends, their directions, the pairs (a, b) to join, a < b): ends at most `max_widths`
+def _pairs(ink: np.ndarray, ends: tuple, max_widths: float, closing: bool, excluded: set | None = None
+           ) -> list:
+    """The pairs (a, b), a < b, of `ends` (stroke_ends(ink)) to join: ends at most `max_widths`
     stroke widths apart (each end tries its NEAREST_ENDS nearest) whose straight join
     crosses no ink, nearest first, each end once, none of `excluded`. `closing`: caps and
     bridges only (see CAP_COSINE); else pairs where neither end points away from the
     other (AWAY_COSINE)."""
-    points, directions, width = stroke_ends(ink)
+    points, directions, width = ends
     if len(points) < 2:
-        return points, directions, []
+        return []
     diff = points[None, :, :].astype(np.float64) - points[:, None, :]
     dist = np.hypot(diff[..., 0], diff[..., 1])
     np.fill_diagonal(dist, np.inf)
@@ -150,7 +151,7 @@ def _pairs(ink: np.ndarray, max_widths: float, closing: bool, excluded: set | No
             continue
         used[a] = used[b] = True
         pairs.append((a, b))
-    return points, directions, pairs
+    return pairs
 
 
 def _xy(point: np.ndarray) -> tuple[int, int]:
@@ -160,8 +161,9 @@ def _xy(point: np.ndarray) -> tuple[int, int]:
 def closing_joins(ink: np.ndarray) -> np.ndarray:
     """Mask of the joins that close outlines (see the module docstring)."""
     joins = np.zeros(ink.shape, np.uint8)
-    points, _, pairs = _pairs(ink, MAX_GAP_WIDTHS, closing=True)
-    for a, b in pairs:
+    ends = stroke_ends(ink)
+    points = ends[0]
+    for a, b in _pairs(ink, ends, MAX_GAP_WIDTHS, closing=True):
         cv2.line(joins, _xy(points[a]), _xy(points[b]), 1, JOIN_THICKNESS)
     return joins > 0
 
@@ -173,8 +175,9 @@ def open_edges(ink: np.ndarray) -> np.ndarray:
     is not capped to, where neither points away from the other (each end once: the tips
     of a hand's fingers get a line or two, not a web across the paper around them)."""
     edges = np.zeros(ink.shape, np.uint8)
-    points, _, capped = _pairs(ink, MAX_GAP_WIDTHS, closing=True)
-    _, _, pairs = _pairs(ink, OPEN_EDGE_WIDTHS, closing=False, excluded=set(capped))
-    for a, b in pairs:
+    ends = stroke_ends(ink)  # once for both: the caps to skip and the edges
+    points = ends[0]
+    capped = _pairs(ink, ends, MAX_GAP_WIDTHS, closing=True)
+    for a, b in _pairs(ink, ends, OPEN_EDGE_WIDTHS, closing=False, excluded=set(capped)):
         cv2.line(edges, _xy(points[a]), _xy(points[b]), 1, JOIN_THICKNESS)
     return edges > 0

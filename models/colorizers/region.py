@@ -20,7 +20,7 @@ and fill each with the color its counterparts wear in ALL retrieved references.
    only as a fill the page's strokes hold (or the lines between their last ends, where a
    part drawn open stops); everything else is paper. Capped regions are filled so too,
    unless no one fill covers most of one (a raised arm the references show lowered):
-   then it takes its region vote. No reference pixel
+   then it takes the color of the reference region its shape matches. No reference pixel
    crosses a page stroke. The paper inside a panel frame (models/panel_frames.py: a
    rectangle of ink around the page that the references do not have) counts as
    border-touching too, and the frame neither registers references nor holds fills.
@@ -68,7 +68,7 @@ ALL_INK_SHARE = 0.9  # a page with more ink than this share is black
 ALL_SCREEN_SHARE = 0.8  # a tone page screened over this share of it is all screentone
 MAX_REPORTED_REGIONS = 40  # low-confidence regions listed per page (largest first)
 SURE = 0.6  # regions this sure (vote share) teach the gray -> lightness map
-JOINED_COVER_SHARE = 0.5  # a joined region no open fill covers this share of takes its vote
+JOINED_COVER_SHARE = 0.5  # a joined region no open fill covers this share of takes its shape match
 POOLS_KEPT = 4  # prepared reference pools kept per colorizer (a few MB each at analysis size)
 
 
