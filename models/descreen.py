@@ -22,6 +22,7 @@ Both steps see several screens on one page. The page's paper is white-balanced f
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import cv2
@@ -46,6 +47,12 @@ MIN_SPECK_DENSITY, SPECK_SHARE = 0.03, 0.4  # or: light grains, yet most of thei
 SPECK_DENSITY = 0.08  # noise screen: share of the pixels around that are grains
 GRAIN_RUN = 4.5  # dense noise screen: mean run (px, as measured by grain_zone) of its longer phase below this
 GRAIN_EDGE_DENSITY = 0.25  # and dark/light transitions per pixel above this (a 5-px stroke: <= 0.17)
+# A noise screen whose grains touch (clumped_zone): runs of its longer phase below CLUMP_RUN
+# px, transitions on CLUMP_EDGE_DENSITY of the pixels (strokes: ~0.1; a noise screen at
+# 25 % coverage with 3-px grains: 0.17-0.29), CLUMP_SPECKS of its minority phase in specks.
+CLUMP_RUN, CLUMP_EDGE_DENSITY, CLUMP_SPECKS = 8.0, 0.15, 0.005
+CLUMP_MIN_SHARE = 0.01  # and it covers at least this share of the page (crowded fine lines: eyes, lashes: ~0.003)
+CLUMP_KEPT = 3.0  # and its texture (rms) is this many times what the notches took out there
 TEXTURE_SIGMA = 6.0  # window of those measures (px)
 MIN_SMOOTHING = 2.5  # residue smoothing sigma (px); periodic screens use 0.45 x period if larger
 GRAIN_SMOOTHING = 4.0  # noise-screen smoothing sigma (px), at least
@@ -333,25 +340,31 @@ def stroke_mask(notched: np.ndarray, sparse: np.ndarray, dense: np.ndarray, grai
     return keep[labels]
 
 
-def grain_zone(gray: np.ndarray, periodic: np.ndarray | None = None
+def grain_zone(gray: np.ndarray, removed: np.ndarray | None = None,
+               lettering: Callable[[], np.ndarray] | None = None
                ) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
     """Where grains are dense (a noise screen, which has no spectral peak): dark specks or
     light holes (up to SPECK_AREA) on SPECK_DENSITY of the pixels around, or compact ones on
     MIN_SPECK_DENSITY making SPECK_SHARE of their phase (sparse grains), or a fine texture (dense grains, which percolate into big clusters): both
     phases of the thresholded page cut into runs shorter than GRAIN_RUN on average, with
     dark/light transitions on GRAIN_EDGE_DENSITY of the pixels. A stroke has one long
-    phase (the paper beside it), lettering runs longer than grains. Where a `periodic`
-    screen was notched out its residue is no noise screen. Returns (sparse zone, dense
+    phase (the paper beside it), lettering runs longer than grains. `removed`: the
+    energy the notches took out (window_mean of the squared difference; None: no
+    periodic screen); where a periodic screen was notched out (above SCREEN_LEVEL) its
+    residue is no dense noise screen. Grains that touch (a noise screen of medium
+    coverage, clumped_zone) join the sparse zone on light screens and the dense zone on
+    dark ones (`lettering`: the page's speech balloons, asked for when needed). Returns (sparse zone, dense
     zone, their grain sizes in px: the specks' median side, the dense zone's median run;
     0 where a zone is empty). The grain size sets the smoothing and the stroke test."""
     dark = gray < 128
     d = dark.astype(np.float32)
     dark_share = window_mean(d)
     sparse = np.zeros(dark.shape, bool)
-    speck_areas = []
+    speck_areas, phase_specks = [], []
     for phase in (dark, ~dark):  # dark grains on paper, light holes in a dark screen
         small, compact, areas = _small_components(phase, SPECK_AREA)
         speck_areas.append(areas)
+        phase_specks.append(small)
         specks, grains = window_mean(small), window_mean(compact)
         share = dark_share if phase is dark else 1.0 - dark_share
         sparse |= (specks > SPECK_DENSITY) | ((grains > MIN_SPECK_DENSITY) & (grains > SPECK_SHARE * share))
@@ -365,16 +378,79 @@ def grain_zone(gray: np.ndarray, periodic: np.ndarray | None = None
     # Mean run of the longer phase: its share over the transitions per pixel (x and y).
     run = 2.0 * np.maximum(dark_share, 1.0 - dark_share) / np.maximum(edge_density, 1e-3)
     dense = (run < GRAIN_RUN) & (edge_density > GRAIN_EDGE_DENSITY)
-    if periodic is not None:
-        dense &= ~periodic
-    dense = dense.astype(np.uint8)
+    if removed is not None:
+        dense &= removed <= SCREEN_LEVEL ** 2
     # A screen covers an area: what a disk of a window's size does not fit in is a knot of strokes.
-    dense = cv2.morphologyEx(dense, cv2.MORPH_OPEN, disk) > 0
+    dense = cv2.morphologyEx(dense.astype(np.uint8), cv2.MORPH_OPEN, disk) > 0
+    clumped = cv2.morphologyEx(((run < CLUMP_RUN) & (edge_density > CLUMP_EDGE_DENSITY)).astype(np.uint8),
+                               cv2.MORPH_OPEN, disk) > 0
+    mean = window_mean(gray)
+    kept = np.maximum(window_mean(gray * gray) - mean * mean, 0.0)  # the texture's energy (variance)
+    light_screen, dark_screen = clumped_zone(clumped, dark, *phase_specks, kept,
+                                             np.zeros_like(kept) if removed is None else removed, lettering)
+    # Dark grains on paper clump into pieces, and a stroke is a piece bigger than they
+    # are (the sparse zone's test); light holes in a dark screen leave the dark phase one
+    # piece, where a stroke is what a disk wider than the dark runs fits in (the dense zone's).
+    sparse |= light_screen
+    dense |= dark_screen
     areas = np.concatenate(speck_areas)
     # The grain a speck pixel belongs to (area-weighted median): fragments do not count.
     speck_side = float(np.sqrt(np.sort(areas)[np.searchsorted(np.cumsum(np.sort(areas)), areas.sum() / 2)])
                        ) if sparse.any() and len(areas) else 0.0
     return sparse, dense, (speck_side, float(np.median(run[dense])) if dense.any() else 0.0)
+
+
+def clumped_zone(candidate: np.ndarray, dark: np.ndarray, dark_specks: np.ndarray, light_specks: np.ndarray,
+                 kept: np.ndarray, removed: np.ndarray, lettering: Callable[[], np.ndarray] | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """The parts of `candidate` (texture with runs shorter than CLUMP_RUN and transitions
+    on CLUMP_EDGE_DENSITY of the pixels) that are a noise screen whose grains touch.
+    Between ~20 and ~80 % coverage a noise screen's grains clump into pieces bigger than
+    SPECK_AREA, and its runs are longer than GRAIN_RUN, so neither grain rule above sees
+    it. What else has such runs, and how it is told apart:
+    - strokes crowding (a drawn eye, hair): some of a screen's grains stay apart, and at
+      least CLUMP_SPECKS of a part's minority phase (dark grains on light, light holes
+      in dark) are specks (whole strokes: none; a noise screen at ~50 % coverage,
+      where both phases percolate: 0.02 on the dev set);
+    - the residue of notched periodic screens (two dot screens on one face leave a
+      texture that crosses mid-gray): the notches took out most of its energy, while a
+      noise screen is broadband and keeps nearly all of its own; the part's texture
+      energy left (`kept`, the notched page's local variance) is at least CLUMP_KEPT
+      times the energy the notches took out (`removed`) (dev set: noise screens 7-90 x
+      in rms, residues 0.6-2.2 x);
+    - fine strokes crowding (lashes, stubble) break into specks, but a screen covers an
+      area: a part must cover CLUMP_MIN_SHARE of the page (a frame's eyes: ~0.3 % each);
+    - lettering, whose small letters and a scan's dust are specks too: parts in the
+      page's speech balloons (`lettering()`, asked only when some part passed) are not
+      screens.
+    Returns (the parts that are light screens, dark grains their minority; the parts
+    that are dark screens)."""
+    measures = (dark, dark_specks, light_specks, kept, removed)
+    screen, light = _clumped_parts(candidate, *measures)
+    if screen.any() and lettering is not None:
+        screen, light = _clumped_parts(candidate & ~lettering(), *measures)
+    return screen & light, screen & ~light
+
+
+def _clumped_parts(candidate: np.ndarray, dark: np.ndarray, dark_specks: np.ndarray, light_specks: np.ndarray,
+                   kept: np.ndarray, removed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the connected parts of `candidate` that pass the area, speck and energy tests of
+    clumped_zone, the parts at most half dark)."""
+    count, parts = cv2.connectedComponents(candidate.astype(np.uint8), connectivity=8)
+    flat = parts.ravel()
+
+    def per_part(mask: np.ndarray) -> np.ndarray:
+        return np.bincount(flat, weights=mask.ravel().astype(np.float64), minlength=count)
+
+    area = np.bincount(flat, minlength=count).astype(np.float64)
+    dark_area = per_part(dark)
+    light = dark_area <= area / 2
+    speck_share = np.where(light, per_part(dark_specks) / np.maximum(dark_area, 1.0),
+                           per_part(light_specks) / np.maximum(area - dark_area, 1.0))
+    broadband = per_part(kept) >= CLUMP_KEPT ** 2 * per_part(removed)
+    screen = (area >= CLUMP_MIN_SHARE * candidate.size) & (speck_share >= CLUMP_SPECKS) & broadband
+    screen[0] = False
+    return screen[parts], light[parts]
 
 
 def _zone_box(zone: np.ndarray, margin: int) -> tuple[slice, slice]:
@@ -385,21 +461,23 @@ def _zone_box(zone: np.ndarray, margin: int) -> tuple[slice, slice]:
             slice(max(0, xs[0] - margin), min(w, xs[-1] + margin + 1)))
 
 
-def descreen(gray: np.ndarray, peaks: list[ScreenPeak] | None = None) -> Descreened:
+def descreen(gray: np.ndarray, peaks: list[ScreenPeak] | None = None,
+             lettering: Callable[[], np.ndarray] | None = None) -> Descreened:
     """Flatten the page's screens (see the module docstring). `gray`: uint8 or float, 0..255,
-    white-balanced; `peaks`: from detect_screen_peaks (computed when None). A page is
+    white-balanced; `peaks`: from detect_screen_peaks (computed when None); `lettering`:
+    the mask of the page's speech balloons, called only if a noise screen's texture is found
+    (models/page_styles.py `descreen_page` passes it). A page is
     descreened once, by line extraction: what the colorizer needs of it travels as
     PageTone (the lines stage stores it, the colorize stage hands crops of it on)."""
     gray = gray.astype(np.float32)
-    return _descreen(gray, detect_screen_peaks(gray) if peaks is None else peaks)
+    return _descreen(gray, detect_screen_peaks(gray) if peaks is None else peaks, lettering)
 
 
-def _descreen(gray: np.ndarray, peaks: list[ScreenPeak]) -> Descreened:
+def _descreen(gray: np.ndarray, peaks: list[ScreenPeak], lettering: Callable[[], np.ndarray] | None
+              ) -> Descreened:
     notched = notch(gray, peaks)
-    periodic = None
-    if peaks:  # where the notches took a screen out
-        periodic = window_mean((gray - notched) ** 2) > SCREEN_LEVEL ** 2
-    sparse, dense, grain = grain_zone(notched, periodic)
+    removed = window_mean((gray - notched) ** 2) if peaks else None  # where the notches took a screen out
+    sparse, dense, grain = grain_zone(notched, removed, lettering)
     if not peaks and not sparse.any() and not dense.any():  # a clean page: nothing to flatten
         return Descreened(np.clip(notched, 0, 255), peaks, np.zeros(gray.shape, bool))
     ink = stroke_mask(notched, sparse, dense, grain)

@@ -25,7 +25,7 @@ import numpy as np
 
 from chromaflow.storage.images import resize_longest
 
-from .descreen import PageTone, descreen, white_balanced
+from .descreen import Descreened, PageTone, descreen, white_balanced
 from .lettering import find_balloons
 from .segmentation import ball_radius, segment_line_art
 
@@ -73,7 +73,7 @@ def analyse_page(rgb: np.ndarray, detect_screens: bool = True) -> PageAnalysis:
     small = resize_longest(gray, 512)
     two_tone = float(((small > PAPER_LEVEL) | (small < INK_LEVEL)).mean()) > TWO_TONE_SHARE
     if detect_screens:
-        result = descreen(gray)
+        result = descreen_page(gray)
         # Spectral peaks with no screened area behind them are the aliasing of long straight
         # strokes (a drawing zoomed in), not a screen.
         screened = result.texture_share >= MIN_TEXTURE_SHARE
@@ -83,11 +83,22 @@ def analyse_page(rgb: np.ndarray, detect_screens: bool = True) -> PageAnalysis:
     return PageAnalysis(LINE if two_tone else GRAY, gray)
 
 
+def descreen_page(gray: np.ndarray) -> Descreened:
+    """The page descreened (models/descreen.py), its speech balloons' lettering never
+    taken for a noise screen."""
+    return descreen(gray, lettering=lambda: balloon_mask(gray))
+
+
+def balloon_mask(gray: np.ndarray) -> np.ndarray:
+    """The speech balloons (paper and lettering) of a page's own ink, as drawn (before
+    descreening: gray < LINE_INK_LEVEL is ink)."""
+    lines = np.where(gray < LINE_INK_LEVEL, 0, 255).astype(np.uint8)
+    return find_balloons(segment_line_art(lines, radius=ball_radius(lines.shape)), lines, gray).mask
+
+
 def lettering_only(gray: np.ndarray, textured: np.ndarray) -> bool:
     """The textured area is (nearly all) inside speech balloons of the page's own ink."""
-    lines = np.where(gray < LINE_INK_LEVEL, 0, 255).astype(np.uint8)
-    balloons = find_balloons(segment_line_art(lines, radius=ball_radius(lines.shape)), lines, gray)
-    return float((textured & ~balloons.mask).mean()) < MIN_TEXTURE_SHARE
+    return float((textured & ~balloon_mask(gray)).mean()) < MIN_TEXTURE_SHARE
 
 
 def classify_page(rgb: np.ndarray) -> str:

@@ -203,6 +203,60 @@ def test_noise_screen_is_flattened_to_its_gray(period, level):
     assert flat[20:60, 20:380].mean() > 245
 
 
+@pytest.mark.parametrize("level", [190, 65])
+def test_noise_screen_whose_grains_clump_is_flattened_and_the_stroke_stays(level):
+    """Coarse grains (period 9: ~3 px) at 25 % and 75 % coverage touch each other: the
+    pieces are bigger than specks and the runs longer than a fine screen's. Before
+    clumped_zone the square stayed black and white (std 84 / 96, rng seed 2)."""
+    color = np.full((400, 400, 3), 255, np.uint8)
+    color[80:320, 80:320] = level
+    cv2.line(color, (40, 200), (360, 210), (0, 0, 0), 5)
+    page, _ = tone_page(color, np.random.default_rng(2), [Screen("noise", 9.0, 0.0)])
+    raw = gray_of(page).astype(np.float32)
+    inside = np.zeros((400, 400), bool)
+    inside[110:290, 110:290] = True
+    inside[185:225] = False
+    flat = descreen(raw).gray
+    assert raw[inside].std() > 100
+    assert flat[inside].std() < 40, flat[inside].std()
+    assert abs(flat[inside].mean() - level) < 10
+    assert np.median(flat[200:210, 60:340].min(axis=0)) < 60  # the stroke across it stays black
+    assert classify_page(page) == TONE
+
+
+def test_tufts_of_fine_strokes_are_not_a_noise_screen():
+    """Six tufts of 1-px strokes (lashes, stubble) have a clumped noise screen's runs and
+    specks, each on under 1 % of the page: line art (with no area floor: tone)."""
+    page = draw_character(PALETTES["alice"], size=(600, 600), colored=False, frame=False)
+    rng = np.random.default_rng(0)
+    for cx, cy in [(x, y) for x in (150, 300, 450) for y in (200, 400)]:
+        for _ in range(45):
+            x0, y0 = cx + rng.integers(-22, 23), cy + rng.integers(-22, 23)
+            a, length = rng.uniform(0, np.pi), rng.uniform(5, 12)
+            cv2.line(page, (int(x0), int(y0)), (int(x0 + length * np.cos(a)), int(y0 + length * np.sin(a))),
+                     (0, 0, 0), 1, cv2.LINE_AA)
+    assert classify_page(page) == LINE
+
+
+def test_lettering_on_a_scanned_noise_screened_page_is_kept():
+    """A scan's specks make a balloon's letters look like a clumped noise screen; the
+    balloon's lettering is never smoothed (page_styles.descreen_page). Without the balloon
+    test, 0.76 of the letters' dark pixels stay dark instead of 0.88."""
+    from chromaflow.models.page_styles import descreen_page
+    from chromaflow.models.synth_balloons import add_balloon
+
+    truth = draw_character(PALETTES["alice"], size=(400, 560), frame=False)
+    line = draw_character(PALETTES["alice"], size=(400, 560), colored=False, frame=False)
+    page, _, balloon = add_balloon(line, truth, np.random.default_rng(1))
+    toned, _ = tone_page(truth, np.random.default_rng(5), [Screen("noise", 9.0, 0.0)])
+    toned = scan_degrade(np.where(balloon.area[..., None], page, toned).astype(np.uint8), np.random.default_rng(1))[0]
+    raw = gray_of(toned).astype(np.float32)
+    letters = balloon.letters
+    dark = (raw[letters] < 100).mean()
+    assert dark > 0.8
+    assert (descreen_page(raw).gray[letters] < 100).mean() > dark - 0.02
+
+
 def test_tone_page_lightness_is_the_fill_plus_the_smooth_shading():
     """Hand case: a region whose screen reads 20 levels darker than its fill, with a smooth
     ramp across it, and a stroke: the region takes the fill's lightness plus the ramp's

@@ -46,10 +46,10 @@ from chromaflow.models.content_cache import ContentCache
 from chromaflow.models.correspondence import (
     ReferenceView, decide, descriptor_votes, inclusion_votes, lightness_prior, region_gray,
     region_shapes)
-from chromaflow.models.descreen import PageTone, descreen, white_balanced
+from chromaflow.models.descreen import PageTone, white_balanced
 from chromaflow.models.lettering import find_balloons
 from chromaflow.models.open_fills import open_fills
-from chromaflow.models.page_styles import COLOR, GRAY, TONE, style_name
+from chromaflow.models.page_styles import COLOR, GRAY, TONE, descreen_page, style_name
 from chromaflow.models.panel_frames import frame_strokes, regions_on_frame
 from chromaflow.models.registration import Strokes, register
 from chromaflow.models.stroke_ends import closing_joins, open_edges
@@ -123,7 +123,7 @@ class RegionColorizer:
         if style == TONE:
             tone = request.tone
             if tone is None or tone.gray.shape != (h, w):
-                tone = PageTone.of(descreen(shade))
+                tone = PageTone.of(descreen_page(shade))
             shade = tone.gray
             diag["screens"] = tone.screens
             if tone.texture_share > ALL_SCREEN_SHARE:
