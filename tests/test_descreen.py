@@ -6,7 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from chromaflow.models.descreen import descreen, detect_screen_peaks, white_balanced
+from chromaflow.models.descreen import descreen, white_balanced
+from chromaflow.models.screen_peaks import detect_screen_peaks
 from chromaflow.models.page_styles import COLOR, GRAY, LINE, TONE, classify_page
 from chromaflow.models.synth_screens import Screen, scan_degrade, tone_page
 from synthetic import PALETTES, draw_character
