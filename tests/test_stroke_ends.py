@@ -109,3 +109,19 @@ def test_a_capped_arm_becomes_its_own_region_and_closed_regions_do_not_change():
     assert split.labels[20, 20] != arm and split.touches_border[split.labels[20, 20]]
     head = seg.labels[80, 150]
     np.testing.assert_array_equal(split.labels == split.labels[80, 150], seg.labels == head)
+
+
+def test_two_strokes_that_point_at_each_other_across_a_gap_are_bridged():
+    """A line broken by a 30-px gap (~4 stroke widths): two strokes whose ends face each
+    other are joined across the gap (the bridge rule: both ends point at the other)."""
+    joins = closing_joins(_ink(((40, 150), (130, 150)), ((160, 150), (250, 150))))
+    assert joins[145:156, 136:155].any(axis=0).all()
+    assert not joins[:140].any() and not joins[160:].any()
+
+
+def test_a_stroke_pointing_at_the_side_of_another_end_is_not_bridged():
+    """Only ends that face each other are bridged: a horizontal stroke stops 30 px left of
+    where a vertical stroke ends, pointing at that end from the side (the vertical end
+    points down, across the join: cos 0.3 < GAP_COSINE)."""
+    ink = _ink(((40, 150), (130, 150)), ((160, 60), (160, 140)))
+    assert not closing_joins(ink).any()
