@@ -50,7 +50,6 @@ PAPER_PERCENTILE = 99.0  # the paper's color is this percentile of each channel'
 PAPER_BLOCK = 8  # px: block means average a screen's bright gaps with its dots (JPEG makes the gaps less yellow than paper)
 
 
-
 @dataclass
 class Descreened:
     gray: np.ndarray  # float32 H x W, 0..255: the page with screens flattened, strokes kept
