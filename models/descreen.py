@@ -206,15 +206,17 @@ def grain_zone(gray: np.ndarray, removed: np.ndarray | None = None,
     dense = cv2.morphologyEx(dense.astype(np.uint8), cv2.MORPH_OPEN, disk) > 0
     clumped = cv2.morphologyEx(((run < CLUMP_RUN) & (edge_density > CLUMP_EDGE_DENSITY)).astype(np.uint8),
                                cv2.MORPH_OPEN, disk) > 0
-    mean = window_mean(gray)
-    kept = np.maximum(window_mean(gray * gray) - mean * mean, 0.0)  # the texture's energy (variance)
-    light_screen, dark_screen = clumped_zone(clumped, dark, *phase_specks, kept,
-                                             np.zeros_like(kept) if removed is None else removed, lettering)
-    # Dark grains on paper clump into pieces, and a stroke is a piece bigger than they
-    # are (the sparse zone's test); light holes in a dark screen leave the dark phase one
-    # piece, where a stroke is what a disk wider than the dark runs fits in (the dense zone's).
-    sparse |= light_screen
-    dense |= dark_screen
+    if clumped.any():  # most line pages have no candidate: their measures are not needed
+        mean = window_mean(gray)
+        kept = np.maximum(window_mean(gray * gray) - mean * mean, 0.0)  # the texture's energy (variance)
+        light_screen, dark_screen = clumped_zone(clumped, dark, *phase_specks, kept,
+                                                 np.zeros_like(kept) if removed is None else removed, lettering)
+        # Dark grains on paper clump into pieces, and a stroke is a piece bigger than they
+        # are (the sparse zone's test); light holes in a dark screen leave the dark phase
+        # one piece, where a stroke is what a disk wider than the dark runs fits in (the
+        # dense zone's).
+        sparse |= light_screen
+        dense |= dark_screen
     areas = np.concatenate(speck_areas)
     # The grain a speck pixel belongs to (area-weighted median): fragments do not count.
     speck_side = float(np.sqrt(np.sort(areas)[np.searchsorted(np.cumsum(np.sort(areas)), areas.sum() / 2)])

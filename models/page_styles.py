@@ -18,6 +18,8 @@ and such a page is not two-toned (the scan greys its grains).
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
@@ -73,20 +75,21 @@ def analyse_page(rgb: np.ndarray, detect_screens: bool = True) -> PageAnalysis:
     small = resize_longest(gray, 512)
     two_tone = float(((small > PAPER_LEVEL) | (small < INK_LEVEL)).mean()) > TWO_TONE_SHARE
     if detect_screens:
-        result = descreen_page(gray)
+        balloons = functools.cache(lambda: balloon_mask(gray))  # found once, if at all
+        result = descreen_page(gray, balloons)
         # Spectral peaks with no screened area behind them are the aliasing of long straight
         # strokes (a drawing zoomed in), not a screen.
         screened = result.texture_share >= MIN_TEXTURE_SHARE
-        if screened and (result.peaks or not (two_tone and lettering_only(gray, result.textured))):
+        if screened and (result.peaks or not (two_tone and lettering_only(result.textured, balloons()))):
             tone = PageTone.of(result)
             return PageAnalysis(TONE, tone.gray, tone)
     return PageAnalysis(LINE if two_tone else GRAY, gray)
 
 
-def descreen_page(gray: np.ndarray) -> Descreened:
+def descreen_page(gray: np.ndarray, balloons: Callable[[], np.ndarray] | None = None) -> Descreened:
     """The page descreened (models/descreen.py), its speech balloons' lettering never
-    taken for a noise screen."""
-    return descreen(gray, lettering=lambda: balloon_mask(gray))
+    taken for a noise screen (`balloons`: the page's balloon_mask, when the caller keeps it)."""
+    return descreen(gray, lettering=balloons or (lambda: balloon_mask(gray)))
 
 
 def balloon_mask(gray: np.ndarray) -> np.ndarray:
@@ -96,9 +99,9 @@ def balloon_mask(gray: np.ndarray) -> np.ndarray:
     return find_balloons(segment_line_art(lines, radius=ball_radius(lines.shape)), lines, gray).mask
 
 
-def lettering_only(gray: np.ndarray, textured: np.ndarray) -> bool:
-    """The textured area is (nearly all) inside speech balloons of the page's own ink."""
-    return float((textured & ~balloon_mask(gray)).mean()) < MIN_TEXTURE_SHARE
+def lettering_only(textured: np.ndarray, balloons: np.ndarray) -> bool:
+    """The textured area is (nearly all) inside the speech balloons (balloon_mask)."""
+    return float((textured & ~balloons).mean()) < MIN_TEXTURE_SHARE
 
 
 def classify_page(rgb: np.ndarray) -> str:
