@@ -10,7 +10,8 @@ by its retrieval score x global stroke fit ** fit_power:
   arm because the flow followed it, and where no reference fits, nobody votes.
 - **what the region is**: a one-to-one assignment (Hungarian) of closed page regions to
   reference regions on a descriptor cost (position in the aligned frame, size, extent,
-  fill ratio), so regions the flow lost still find their counterpart;
+  fill ratio, and the details drawn inside it: a face keeps its eyes wherever it turns),
+  so regions the flow lost still find their counterpart;
 - **gray level** (gray and tone pages): a page region's gray predicts its color's
   lightness. A line gray -> lightness map is fitted on the regions the votes are sure of,
   and every color's vote is weighted by how well its lightness fits the region's gray.
@@ -32,7 +33,9 @@ from .registration import Frame, Registration
 from .segmentation import ColorTable, Segmentation
 
 # Relative weights of the descriptor components in the match cost.
-DESCRIPTOR_WEIGHTS = np.array([1.0, 1.0, 1.5, 0.5, 0.5, 0.3])
+DESCRIPTOR_WEIGHTS = np.array([1.0, 1.0, 1.5, 0.5, 0.5, 0.3, 0.6])
+DETAIL_SHARE = 0.05  # a hole is a detail drawn inside a region (an eye) if its non-ink part is below this share of the region
+DETAIL_MIN_SHARE = 0.0002  # ... and it covers at least this share of the image (screen dots left by descreening do not)
 FIT_FLOOR = 0.05  # a registered reference keeps this much of a say where its strokes do not fit
 LIGHTNESS_SIGMA = 22.0  # gray levels: spread of a color's lightness around the fitted map
 MIN_LIGHTNESS_FITS = 3  # confident regions needed before the gray -> lightness map is trusted
@@ -51,44 +54,68 @@ class ReferenceView:
 
 
 def region_shapes(labels: np.ndarray, count: int) -> np.ndarray:
-    """(count, 5) where and how big every region is, in pixels: center x, center y, area,
-    bbox width, bbox height (0 for labels without pixels). Row 0 (ink) is unused. Free of
-    any frame, so a reference's shapes are computed once for all the pages it serves."""
+    """(count, 6) where and how big every region is, in pixels: center x, center y, area,
+    bbox width, bbox height (0 for labels without pixels), and how many details are drawn
+    inside it (inner_details). Row 0 (ink) is unused. Free of any frame, so a reference's
+    shapes are computed once for all the pages it serves."""
     flat = labels.ravel()
     h, w = labels.shape
     xs = np.broadcast_to(np.arange(w, dtype=np.float64), (h, w)).ravel()
     ys = np.broadcast_to(np.arange(h, dtype=np.float64)[:, None], (h, w)).ravel()
     area = np.bincount(flat, minlength=count).astype(np.float64)
     safe = np.maximum(area, 1)
-    shapes = np.zeros((count, 5), dtype=np.float64)
+    shapes = np.zeros((count, 6), dtype=np.float64)
     shapes[:, 0] = np.bincount(flat, weights=xs, minlength=count) / safe
     shapes[:, 1] = np.bincount(flat, weights=ys, minlength=count) / safe
     shapes[:, 2] = area
+    min_detail = DETAIL_MIN_SHARE * labels.size
     for i, sl in enumerate(ndimage.find_objects(labels, max_label=count - 1), start=1):
         if sl is not None:
             shapes[i, 3] = sl[1].stop - sl[1].start
             shapes[i, 4] = sl[0].stop - sl[0].start
+            if shapes[i, 3] * shapes[i, 4] >= area[i] + min_detail:  # else no detail fits in its box
+                shapes[i, 5] = inner_details(labels[sl] == i, labels[sl] == 0, area[i], min_detail)
     return shapes
 
 
+def inner_details(region: np.ndarray, ink: np.ndarray, area: float, min_size: float) -> int:
+    """Holes of a region that are drawn details (eyes and a mouth in a face, buttons on a
+    shirt): at least `min_size` pixels, mostly ink, with less than DETAIL_SHARE of the
+    region's area in other regions. A part lying over the region (a hand on a shirt) is a
+    hole too, but not a detail. The count does not change when the part moves or turns,
+    unlike where it lies."""
+    holes = ndimage.binary_fill_holes(region) & ~region
+    if not holes.any():
+        return 0
+    parts, n = ndimage.label(holes)
+    size = np.bincount(parts.ravel(), minlength=n + 1)[1:]
+    other = np.bincount(parts[holes & ~ink], minlength=n + 1)[1:]
+    return int(((size >= min_size) & (other < DETAIL_SHARE * area)).sum())
+
+
 def region_descriptors(shapes: np.ndarray, frame: Frame) -> np.ndarray:
-    """(count, 6) of `region_shapes` in a frame: center x, center y (frame-relative),
-    sqrt(area), bbox width, bbox height (all / frame size) and fill ratio (area / bbox area)."""
+    """(count, 7) of `region_shapes` in a frame: center x, center y (frame-relative),
+    sqrt(area), bbox width, bbox height (all / frame size), fill ratio (area / bbox area)
+    and log(1 + inner details)."""
     cx0, cy0, scale = frame[:3]
     area, bw, bh = shapes[:, 2], shapes[:, 3], shapes[:, 4]
-    desc = np.zeros((len(shapes), 6), dtype=np.float64)
+    desc = np.zeros((len(shapes), 7), dtype=np.float64)
     desc[:, 0] = (shapes[:, 0] - cx0) / scale
     desc[:, 1] = (shapes[:, 1] - cy0) / scale
     desc[:, 2] = np.sqrt(area) / scale
     desc[:, 3] = bw / scale
     desc[:, 4] = bh / scale
     desc[:, 5] = area / np.maximum(1, bw * bh)
+    desc[:, 6] = np.log1p(shapes[:, 5])
     return desc
 
 
 def match_cost(page_desc: np.ndarray, ref_desc: np.ndarray) -> np.ndarray:
-    diff = np.abs(page_desc[:, None, :] - ref_desc[None, :, :]) * DESCRIPTOR_WEIGHTS
-    return diff.sum(-1)
+    diff = page_desc[:, None, :] - ref_desc[None, :, :]
+    # Details drawn on the page are evidence (a face is not a shirt); their absence is not:
+    # an arm wears the face's skin, and gap closing can merge an eye into the outline.
+    diff[..., 6] = np.maximum(diff[..., 6], 0.0)
+    return (np.abs(diff) * DESCRIPTOR_WEIGHTS).sum(-1)
 
 
 def inclusion_votes(labels: np.ndarray, count: int, n_colors: int, refs: list[ReferenceView],
@@ -119,15 +146,15 @@ def inclusion_votes(labels: np.ndarray, count: int, n_colors: int, refs: list[Re
     return votes / areas[:, None], per_pixel, whole
 
 
-def descriptor_votes(labels: np.ndarray, count: int, n_colors: int, inner: np.ndarray,
-                     refs: list[ReferenceView], min_area: float, sigma: float) -> np.ndarray:
+def descriptor_votes(page_shapes: np.ndarray, n_colors: int, inner: np.ndarray, refs: list[ReferenceView],
+                     min_area: float, sigma: float) -> np.ndarray:
     """Hungarian one-to-one match of the closed page regions `inner` to every reference's
-    closed regions; a match votes exp(-cost / sigma) for its reference region's color.
-    Regions left over (more page regions than reference ones) take their cheapest match."""
-    votes = np.zeros((count, n_colors), np.float64)
+    closed regions (`page_shapes`: region_shapes of the page's labels); a match votes
+    exp(-cost / sigma) for its reference region's color. Regions left over (more page
+    regions than reference ones) take their cheapest match."""
+    votes = np.zeros((len(page_shapes), n_colors), np.float64)
     if not len(inner):
         return votes
-    page_shapes = region_shapes(labels, count)
     for ref in refs:
         areas = ref.regions.areas()
         ref_inner = np.flatnonzero(~ref.regions.touches_border & (areas >= max(4, min_area * ref.index.size)))

@@ -7,7 +7,7 @@ import numpy as np
 
 from scipy import ndimage
 
-from chromaflow.models.correspondence import region_descriptors, region_shapes
+from chromaflow.models.correspondence import match_cost, region_descriptors, region_shapes
 from chromaflow.models.segmentation import (
     build_color_table, fill_holes, quantize, segment_line_art, segment_reference, split_by_gray)
 
@@ -130,13 +130,39 @@ def test_region_shapes_and_descriptors_by_hand():
     labels[1, 2] = 3  # one pixel
     labels[6, 10] = labels[9, 19] = 4  # two pixels far apart: bbox 10 x 4, fill 2 / 40
     shapes = region_shapes(labels, 5)  # label 2 has no pixels
-    assert np.allclose(shapes[1], [5.5, 3.0, 18, 6, 3])
+    assert np.allclose(shapes[1], [5.5, 3.0, 18, 6, 3, 0])
     assert np.allclose(shapes[2], 0)
-    assert np.allclose(shapes[3], [2.0, 1.0, 1, 1, 1])
-    assert np.allclose(shapes[4], [14.5, 7.5, 2, 10, 4])
+    assert np.allclose(shapes[3], [2.0, 1.0, 1, 1, 1, 0])
+    assert np.allclose(shapes[4], [14.5, 7.5, 2, 10, 4, 0])
     frame = (5.5, 3.0, 10.0, 0.3)  # a reference frame: center, size and its angle (unused here)
     desc = region_descriptors(shapes[1:], frame)
-    assert np.allclose(desc[0], [0.0, 0.0, np.sqrt(18) / 10, 0.6, 0.3, 1.0])
+    assert np.allclose(desc[0], [0.0, 0.0, np.sqrt(18) / 10, 0.6, 0.3, 1.0, 0.0])
     assert np.isfinite(desc[1]).all() and np.allclose(desc[1, 2:], 0.0)  # no pixels: no size, not NaN
-    assert np.allclose(desc[2], [-0.35, -0.2, 0.1, 0.1, 0.1, 1.0])
-    assert np.allclose(desc[3], [0.9, 0.45, np.sqrt(2) / 10, 1.0, 0.4, 2 / 40])
+    assert np.allclose(desc[2], [-0.35, -0.2, 0.1, 0.1, 0.1, 1.0, 0.0])
+    assert np.allclose(desc[3], [0.9, 0.45, np.sqrt(2) / 10, 1.0, 0.4, 2 / 40, 0.0])
+
+
+def test_details_drawn_inside_a_region_are_counted_and_a_part_lying_over_it_is_not():
+    labels = np.full((100, 100), 4, np.int32)  # paper (10000 px: details are 2 px or more)
+    face = labels[10:50, 10:50]
+    face[:] = 1  # a 40 x 40 face, 1600 px minus its holes
+    face[5:8, 5:8] = 0  # an eye: ink
+    face[5:8, 20:23] = 0  # the other eye: an ink ring with a 1-px highlight (region 3)
+    face[6, 21] = 3
+    face[30, 10:30] = 0  # a mouth: an ink line
+    face[20, 20] = 0  # a 1-px speck a screen left: not a detail
+    face[0, :] = 0  # the outline on top, open to the paper: not a hole
+    face[15:35, 32:39] = 0  # a hand lying over it: its outline ...
+    face[16:34, 33:38] = 2  # ... around 90 px of another region (> 5 % of the face)
+    shapes = region_shapes(labels, 5)
+    assert shapes[1, 5] == 3  # two eyes and the mouth; not the hand, the speck or the open top
+    assert shapes[2, 5] == 0 and shapes[3, 5] == 0
+    desc = region_descriptors(shapes[1:2], (20.0, 20.0, 40.0, 0.0))
+    assert np.isclose(desc[0, 6], np.log(4))
+    # In the match, a page region's details must be in its counterpart (a face is not a
+    # shirt); a page region without details may still be a reference region with some.
+    face, shirt = desc[0], desc[0].copy()
+    shirt[6] = 0.0
+    cost = match_cost(np.stack([face, shirt]), np.stack([face, shirt]))
+    assert cost[0, 0] == 0 and cost[0, 1] > 0.1
+    assert cost[1, 0] == 0 and cost[1, 1] == 0

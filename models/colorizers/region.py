@@ -264,9 +264,10 @@ class RegionColorizer:
         votes *= p.overlay_weight
         capped_votes = np.zeros_like(votes)
         if p.match_weight > 0:
-            votes += p.match_weight * descriptor_votes(labels, seg.count, n_colors, inner, views,
-                                                       p.min_region_share, p.match_sigma)
-            capped_votes = descriptor_votes(labels, seg.count, n_colors, capped, views, p.min_region_share,
+            page_shapes = region_shapes(labels, seg.count)
+            votes += p.match_weight * descriptor_votes(page_shapes, n_colors, inner, views, p.min_region_share,
+                                                       p.match_sigma)
+            capped_votes = descriptor_votes(page_shapes, n_colors, capped, views, p.min_region_share,
                                             p.match_sigma)
             votes += p.match_weight * capped_votes
         if gray is not None:
