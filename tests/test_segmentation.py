@@ -7,7 +7,7 @@ import numpy as np
 
 from scipy import ndimage
 
-from chromaflow.models.correspondence import match_cost, region_descriptors, region_shapes
+from chromaflow.models.correspondence import DESCRIPTOR_WEIGHTS, match_cost, region_descriptors, region_shapes
 from chromaflow.models.segmentation import (
     build_color_table, fill_holes, quantize, segment_line_art, segment_reference, split_by_gray)
 
@@ -149,7 +149,7 @@ def test_details_drawn_inside_a_region_are_counted_and_a_part_lying_over_it_is_n
     face[5:8, 5:8] = 0  # an eye: ink
     face[5:8, 20:23] = 0  # the other eye: an ink ring with a 1-px highlight (region 3)
     face[6, 21] = 3
-    face[30, 10:30] = 0  # a mouth: an ink line
+    face[30:34, 5:30] = 0  # an open mouth: 100 px of ink (more than 5 % of the face, ink all the same)
     face[20, 20] = 0  # a 1-px speck a screen left: not a detail
     face[0, :] = 0  # the outline on top, open to the paper: not a hole
     face[15:35, 32:39] = 0  # a hand lying over it: its outline ...
@@ -164,5 +164,5 @@ def test_details_drawn_inside_a_region_are_counted_and_a_part_lying_over_it_is_n
     face, shirt = desc[0], desc[0].copy()
     shirt[6] = 0.0
     cost = match_cost(np.stack([face, shirt]), np.stack([face, shirt]))
-    assert cost[0, 0] == 0 and cost[0, 1] > 0.1
+    assert cost[0, 0] == 0 and np.isclose(cost[0, 1], DESCRIPTOR_WEIGHTS[6] * np.log(4))
     assert cost[1, 0] == 0 and cost[1, 1] == 0
