@@ -46,6 +46,7 @@ GRAIN_SMOOTHING = 4.0  # noise-screen smoothing sigma (px), at least
 GRAIN_STROKE_RUNS = 1.5  # in a dense noise zone a stroke is dark over a disk this many grain runs wide
 GRAIN_SIGMA_PER_RUN = 2.5  # dense noise: sigma per px of grain run (the mean of ~40 grains: rms ~1/6 of the grains')
 GRAIN_ZONE_INK_AREA = 160  # in grain zones, dark clumps smaller than this are grains, not strokes
+REGION_SCREEN_SHARE = 0.3  # a closed region this much in a sparse grain zone is screened whole
 PAPER_PERCENTILE = 99.0  # the paper's color is this percentile of each channel's PAPER_BLOCK means
 PAPER_BLOCK = 8  # px: block means average a screen's bright gaps with its dots (JPEG makes the gaps less yellow than paper)
 
@@ -285,6 +286,25 @@ def _zone_box(zone: np.ndarray, margin: int) -> tuple[slice, slice]:
             slice(max(0, xs[0] - margin), min(w, xs[-1] + margin + 1)))
 
 
+def screened_regions(zone: np.ndarray, ink: np.ndarray, periodic: np.ndarray | None = None) -> np.ndarray:
+    """`zone` grown to the whole of every closed region (bounded by `ink`) it covers
+    REGION_SCREEN_SHARE of: screentone is laid region by region, and where a light noise
+    screen's grains clump past the speck rule its zone has holes, left as specks (a face
+    half flat, half speckled). Regions mostly under a periodic screen (`periodic`: where
+    the notches took one out) are not grown: their specks are the dots the notches left,
+    and the residue rule smooths them."""
+    count, labels = cv2.connectedComponents((~ink).astype(np.uint8), connectivity=4)
+    area = np.maximum(np.bincount(labels.ravel(), minlength=count), 1)
+    covered = np.bincount(labels.ravel(), weights=zone.ravel().astype(np.float64), minlength=count)
+    whole = covered >= REGION_SCREEN_SHARE * area
+    if periodic is not None:
+        whole &= np.bincount(labels.ravel(), weights=periodic.ravel().astype(np.float64), minlength=count) < 0.5 * area
+    border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    whole[border] = False  # the paper around the drawing is no region
+    whole[0] = False  # the ink
+    return zone | (whole[labels] & ~ink)
+
+
 def descreen(gray: np.ndarray, peaks: list[ScreenPeak] | None = None,
              lettering: Callable[[], np.ndarray] | None = None) -> Descreened:
     """Flatten the page's screens (see the module docstring). `gray`: uint8 or float, 0..255,
@@ -305,6 +325,11 @@ def _descreen(gray: np.ndarray, peaks: list[ScreenPeak], lettering: Callable[[],
     if not peaks and not sparse.any() and not dense.any():  # a clean page: nothing to flatten
         return Descreened(np.clip(notched, 0, 255), peaks, np.zeros(gray.shape, bool))
     ink = stroke_mask(notched, sparse, dense, grain)
+    if sparse.any():
+        grown = screened_regions(sparse, ink, None if removed is None else removed > SCREEN_LEVEL ** 2)
+        if grown.sum() > sparse.sum():
+            sparse = grown
+            ink = stroke_mask(notched, sparse, dense, grain)
     out = notched.copy()
     weight = (~ink).astype(np.float32)
     longest_period = max((p.period for p in peaks), default=0.0)
