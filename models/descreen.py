@@ -18,6 +18,7 @@ Both steps see several screens on one page. The page's paper is white-balanced f
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -286,22 +287,27 @@ def _zone_box(zone: np.ndarray, margin: int) -> tuple[slice, slice]:
             slice(max(0, xs[0] - margin), min(w, xs[-1] + margin + 1)))
 
 
-def screened_regions(zone: np.ndarray, ink: np.ndarray, periodic: np.ndarray | None = None) -> np.ndarray:
+def screened_regions(zone: np.ndarray, ink: np.ndarray, periodic: np.ndarray | None = None,
+                     lettering: Callable[[], np.ndarray] | None = None) -> np.ndarray:
     """`zone` grown to the whole of every closed region (bounded by `ink`) it covers
     REGION_SCREEN_SHARE of: screentone is laid region by region, and where a light noise
     screen's grains clump past the speck rule its zone has holes, left as specks (a face
-    half flat, half speckled). Regions mostly under a periodic screen (`periodic`: where
-    the notches took one out) are not grown: their specks are the dots the notches left,
-    and the residue rule smooths them."""
+    half flat, half speckled). Not grown: regions mostly under a periodic screen
+    (`periodic`: where the notches took one out; their specks are the dots the notches
+    left, and the residue rule smooths them), and regions mostly in the page's speech
+    balloons (`lettering()`, asked only when some region would grow): grown, a balloon
+    would lose all its letters."""
     count, labels = cv2.connectedComponents((~ink).astype(np.uint8), connectivity=4)
+    share = lambda mask: np.bincount(labels.ravel(), weights=mask.ravel().astype(np.float64), minlength=count)  # noqa: E731
     area = np.maximum(np.bincount(labels.ravel(), minlength=count), 1)
-    covered = np.bincount(labels.ravel(), weights=zone.ravel().astype(np.float64), minlength=count)
-    whole = covered >= REGION_SCREEN_SHARE * area
+    whole = share(zone) >= REGION_SCREEN_SHARE * area
     if periodic is not None:
-        whole &= np.bincount(labels.ravel(), weights=periodic.ravel().astype(np.float64), minlength=count) < 0.5 * area
+        whole &= share(periodic) < 0.5 * area
     border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
     whole[border] = False  # the paper around the drawing is no region
     whole[0] = False  # the ink
+    if whole.any() and lettering is not None:
+        whole &= share(lettering()) < 0.5 * area
     return zone | (whole[labels] & ~ink)
 
 
@@ -321,12 +327,13 @@ def _descreen(gray: np.ndarray, peaks: list[ScreenPeak], lettering: Callable[[],
               ) -> Descreened:
     notched = notch(gray, peaks)
     removed = window_mean((gray - notched) ** 2) if peaks else None  # where the notches took a screen out
+    lettering = None if lettering is None else functools.cache(lettering)  # asked by two rules, found once
     sparse, dense, grain = grain_zone(notched, removed, lettering)
     if not peaks and not sparse.any() and not dense.any():  # a clean page: nothing to flatten
         return Descreened(np.clip(notched, 0, 255), peaks, np.zeros(gray.shape, bool))
     ink = stroke_mask(notched, sparse, dense, grain)
     if sparse.any():
-        grown = screened_regions(sparse, ink, None if removed is None else removed > SCREEN_LEVEL ** 2)
+        grown = screened_regions(sparse, ink, None if removed is None else removed > SCREEN_LEVEL ** 2, lettering)
         if grown.sum() > sparse.sum():
             sparse = grown
             ink = stroke_mask(notched, sparse, dense, grain)

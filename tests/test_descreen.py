@@ -242,6 +242,17 @@ def test_a_grain_zone_grows_to_the_closed_regions_it_mostly_covers_by_hand():
     assert screened_regions(zone, ink, periodic)[3:17, 3:20].all()
     periodic[9:12, 3:20] = True  # 153 px, more than half: the dots the notches left, not grown
     assert np.array_equal(screened_regions(zone, ink, periodic), zone)
+    balloon = np.zeros_like(ink)
+    balloon[2:18, 2:21] = True  # the left box is a speech balloon: its letters are no screen
+    asked = []
+    balloons = lambda: asked.append(1) or balloon  # noqa: E731
+    assert np.array_equal(screened_regions(zone, ink, lettering=balloons), zone)
+    zone[3:10, 21:37] = True  # now the right box grows too; the balloon still does not
+    grown = screened_regions(zone, ink, lettering=balloons)
+    assert grown[3:17, 21:37].all() and np.array_equal(grown[:, :21], zone[:, :21])
+    assert len(asked) == 2
+    screened_regions(np.zeros_like(zone), ink, lettering=balloons)
+    assert len(asked) == 2  # no region would grow: the balloons are not looked for
 
 
 @pytest.mark.parametrize("level", [225, 210])
