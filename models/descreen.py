@@ -158,7 +158,7 @@ def stroke_mask(notched: np.ndarray, sparse: np.ndarray, dense: np.ndarray, grai
             dark = np.where(zone, cv2.morphologyEx(dark, cv2.MORPH_OPEN, disk), dark)
     count, labels, stats, _ = cv2.connectedComponentsWithStats(dark, connectivity=8)
     area = stats[:, cv2.CC_STAT_AREA]
-    in_grain = np.bincount(labels.ravel(), weights=sparse.ravel().astype(np.float64), minlength=count) > 0.5 * area
+    in_grain = _label_sums(labels, count, sparse) > 0.5 * area
     keep = (area >= MIN_INK_AREA) & (~in_grain | (area >= GRAIN_ZONE_INK_AREA))
     keep[0] = False
     return keep[labels]
@@ -263,12 +263,8 @@ def _clumped_parts(candidate: np.ndarray, dark: np.ndarray, dark_specks: np.ndar
     """(the connected parts of `candidate` that pass the area, speck and energy tests of
     clumped_zone, the parts at most half dark)."""
     count, parts = cv2.connectedComponents(candidate.astype(np.uint8), connectivity=8)
-    flat = parts.ravel()
-
-    def per_part(mask: np.ndarray) -> np.ndarray:
-        return np.bincount(flat, weights=mask.ravel().astype(np.float64), minlength=count)
-
-    area = np.bincount(flat, minlength=count).astype(np.float64)
+    per_part = functools.partial(_label_sums, parts, count)
+    area = np.bincount(parts.ravel(), minlength=count).astype(np.float64)
     dark_area = per_part(dark)
     light = dark_area <= area / 2
     speck_share = np.where(light, per_part(dark_specks) / np.maximum(dark_area, 1.0),
@@ -277,6 +273,11 @@ def _clumped_parts(candidate: np.ndarray, dark: np.ndarray, dark_specks: np.ndar
     screen = (area >= CLUMP_MIN_SHARE * candidate.size) & (speck_share >= CLUMP_SPECKS) & broadband
     screen[0] = False
     return screen[parts], light[parts]
+
+
+def _label_sums(labels: np.ndarray, count: int, mask: np.ndarray) -> np.ndarray:
+    """Per label of `labels` (0 .. count - 1): how many of its pixels `mask` holds."""
+    return np.bincount(labels.ravel(), weights=mask.ravel().astype(np.float64), minlength=count)
 
 
 def _zone_box(zone: np.ndarray, margin: int) -> tuple[slice, slice]:
@@ -298,7 +299,7 @@ def screened_regions(zone: np.ndarray, ink: np.ndarray, periodic: np.ndarray | N
     balloons (`lettering()`, asked only when some region would grow): grown, a balloon
     would lose all its letters."""
     count, labels = cv2.connectedComponents((~ink).astype(np.uint8), connectivity=4)
-    share = lambda mask: np.bincount(labels.ravel(), weights=mask.ravel().astype(np.float64), minlength=count)  # noqa: E731
+    share = functools.partial(_label_sums, labels, count)
     area = np.maximum(np.bincount(labels.ravel(), minlength=count), 1)
     whole = share(zone) >= REGION_SCREEN_SHARE * area
     if periodic is not None:
