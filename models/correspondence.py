@@ -56,8 +56,9 @@ class ReferenceView:
 def region_shapes(labels: np.ndarray, count: int) -> np.ndarray:
     """(count, 6) where and how big every region is, in pixels: center x, center y, area,
     bbox width, bbox height (0 for labels without pixels), and how many details are drawn
-    inside it (inner_details). Row 0 (ink) is unused. Free of any frame, so a reference's
-    shapes are computed once for all the pages it serves."""
+    inside it (inner_details; not counted, 0, for regions touching the image's edge, which
+    are never matched one-to-one). Row 0 (ink) is unused. Free of any frame, so a
+    reference's shapes are computed once for all the pages it serves."""
     flat = labels.ravel()
     h, w = labels.shape
     xs = np.broadcast_to(np.arange(w, dtype=np.float64), (h, w)).ravel()
@@ -69,11 +70,13 @@ def region_shapes(labels: np.ndarray, count: int) -> np.ndarray:
     shapes[:, 1] = np.bincount(flat, weights=ys, minlength=count) / safe
     shapes[:, 2] = area
     min_detail = DETAIL_MIN_SHARE * labels.size
+    on_edge = np.zeros(count, bool)
+    on_edge[np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])] = True
     for i, sl in enumerate(ndimage.find_objects(labels, max_label=count - 1), start=1):
         if sl is not None:
             shapes[i, 3] = sl[1].stop - sl[1].start
             shapes[i, 4] = sl[0].stop - sl[0].start
-            if shapes[i, 3] * shapes[i, 4] >= area[i] + min_detail:  # else no detail fits in its box
+            if not on_edge[i] and shapes[i, 3] * shapes[i, 4] >= area[i] + min_detail:  # else none fits in its box
                 shapes[i, 5] = inner_details(labels[sl] == i, labels[sl] == 0, area[i], min_detail)
     return shapes
 
